@@ -1,0 +1,74 @@
+"""The ``r3d`` program: one typer app, one module per subcommand."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+import r3d
+from r3d.cli.common import err_console
+from r3d.core.errors import R3DError
+
+app = typer.Typer(
+    name="r3d",
+    help="RL post-training and evaluation of generative diffusion / flow models: 3D shapes, "
+    "multi-view, image editing, motion. Every command runs on r3d's small embedded models on CPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+_DEBUG = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"r3d {r3d.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+) -> None:
+    global _DEBUG
+    _DEBUG = debug
+
+
+# --- subcommands (one line each; each module holds one typed function) ---
+# <register>
+# </register>
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except R3DError as exc:
+        if _DEBUG:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("[yellow]aborted[/]")
+        return 1
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Model-agnostic machinery: recipes, kernels, advantages, losses, trainer, checkpoints.
+
+Nothing in this package imports a backend or a modality-specific library.
+"""

@@ -1,0 +1,47 @@
+"""The reward-adapter protocol and the weighted mix of several rewards."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """Scores a batch of artifacts.
+
+    ``__call__(artifacts, prompts)`` returns ``{component: tensor (B,)}``, float32 on CPU, higher is
+    better. The component named exactly ``name`` is the reward's headline score (the one a recipe
+    weights); the others are its sub-scores, logged as ``{name}/{component}``. An artifact that is
+    None (e.g. an empty decode) scores the reward's minimum, never an error.
+    """
+
+    name: str
+    higher_is_better: bool
+    value_range: tuple[float, float]
+    differentiable: bool
+
+    def __call__(self, artifacts: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class RewardMix:
+    """Weighted sum of several rewards; every component is kept for logging."""
+
+    rewards: list[Reward]
+    weights: list[float]
+
+    def __call__(self, artifacts: Sequence[Any], prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Returns (total (B,), components) where components maps ``name`` and ``name/sub`` → (B,)."""
+        total = torch.zeros(len(artifacts), dtype=torch.float32)
+        components: dict[str, torch.Tensor] = {}
+        for reward, weight in zip(self.rewards, self.weights, strict=True):
+            scores = reward(artifacts, prompts)
+            for key, value in scores.items():
+                value = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+                components[reward.name if key == reward.name else f"{reward.name}/{key}"] = value
+            total = total + weight * components[reward.name]
+        return total, components

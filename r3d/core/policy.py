@@ -45,3 +45,33 @@ class FlowPolicy(Protocol):
 
     def select_cond(self, cond: Any, index: torch.Tensor) -> Any:
         """The conditions of the samples at ``index`` (B',) — used to form mini-batches."""
+
+
+@runtime_checkable
+class DiffusionPolicy(Protocol):
+    """A discrete-time DDPM-family model (ε / x₀ / v prediction) driven with DDIM transitions.
+
+    ``schedule(num_steps)`` returns ``(timesteps, alpha_bar)``: the model timesteps to visit
+    (num_steps,), int64, decreasing, and ᾱ at each of them followed by ᾱ of the final target
+    (num_steps + 1,), fp32, with the last entry 1.0 (clean data).
+    """
+
+    network: nn.Module
+    lora_target_modules: list[str]
+    prediction_type: str  # "epsilon" | "sample" | "v_prediction"
+
+    def encode_prompts(self, prompts: list[str]) -> Any: ...
+
+    def initial_noise(self, batch: int, generator: torch.Generator) -> torch.Tensor: ...
+
+    def schedule(self, num_steps: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def predict(self, x: torch.Tensor, timestep: torch.Tensor, cond: Any) -> torch.Tensor:
+        """Model output at integer ``timestep`` (B,), CFG applied inside, same layout as ``x``."""
+
+    def likelihood_mask(self, cond: Any) -> torch.Tensor | None:
+        """1 where an element of x counts in the log-likelihood, 0 for padding; broadcastable to x."""
+
+    def decode(self, x: torch.Tensor) -> list[Any]: ...
+
+    def select_cond(self, cond: Any, index: torch.Tensor) -> Any: ...

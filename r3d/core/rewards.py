@@ -34,7 +34,9 @@ class RewardMix:
     rewards: list[Reward]
     weights: list[float]
 
-    def __call__(self, artifacts: Sequence[Any], prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(
+        self, artifacts: Sequence[Any], prompts: Sequence[str]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns (total (B,), components) where components maps ``name`` and ``name/sub`` → (B,)."""
         total = torch.zeros(len(artifacts), dtype=torch.float32)
         components: dict[str, torch.Tensor] = {}

@@ -1,0 +1,135 @@
+"""The GRPO recipe schema (``r3d grpo RECIPE``). Every default is documented here."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from r3d.core.recipe import StrictModel
+
+
+class RunConfig(StrictModel):
+    name: str = Field("run", description="Run name; the run folder is out_dir/name unless --out is given.")
+    out_dir: str = Field("runs", description="Parent folder of run folders.")
+    seed: int = Field(
+        0, description="Seeds sampling noise, prompt order and timestep subsets (separate generators)."
+    )
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    threads: int | None = Field(None, description="torch.set_num_threads; None keeps torch's default.")
+
+
+class ModelConfig(StrictModel):
+    name: str = Field("tiny_shapes", description="Policy adapter name (see r3d.core.registry.POLICIES).")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword options of the adapter's loader."
+    )
+
+
+class SdeWindow(StrictModel):
+    size: int | None = Field(
+        None, description="Steps per iteration that use the SDE (and are trained); None = all."
+    )
+    range: tuple[int, int] | None = Field(
+        None, description="[first, last) step indices the window may cover."
+    )
+
+
+class SamplerConfig(StrictModel):
+    num_steps: int = Field(10, ge=1, description="Sampling steps from σ=1 to σ=0 (or DDIM steps).")
+    kernel: Literal["flow_sde", "flow_cps", "dance_sde", "ddim"] = Field(
+        "flow_sde", description="Stochastic transition used for rollouts (ddim for DDPM-family models)."
+    )
+    noise_level: float = Field(0.7, ge=0, description="a of flow_sde / flow_cps, η of dance_sde and ddim.")
+    sde_window: SdeWindow = Field(default_factory=SdeWindow)
+    shared_noise: bool = Field(True, description="All samples of a prompt group start from the same noise.")
+    eval_kernel: Literal["ode", "same"] = Field(
+        "ode", description="Evaluation sampling: deterministic ODE/DDIM or the rollout kernel."
+    )
+
+
+class RewardConfig(StrictModel):
+    weight: float = Field(1.0, description="Weight in the total reward (0 = logged only).")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword options of the reward adapter."
+    )
+
+
+class LoraConfig(StrictModel):
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, le=0, description="Must be 0: dropout would break ratio = 1.")
+    target_modules: list[str] | None = Field(None, description="None = the adapter's lora_target_modules.")
+
+
+class TrainConfig(StrictModel):
+    algorithm: Literal["grpo"] = "grpo"
+    iterations: int = Field(20, ge=1)
+    prompts_per_iteration: int = Field(4, ge=1, description="Distinct prompts per iteration (groups).")
+    group_size: int = Field(8, ge=2, description="Samples per prompt (the GRPO group).")
+    batch_size: int = Field(
+        16, ge=1, description="Samples per forward pass, identical in rollout and training."
+    )
+    inner_epochs: int = Field(1, ge=1, description="Passes over the rollouts per iteration.")
+    timestep_fraction: float = Field(
+        1.0, gt=0, le=1, description="Fraction of trainable steps used per iteration."
+    )
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float | None = Field(1.0, description="Gradient clipping; None disables it.")
+    clip_range: float = Field(0.2, gt=0, description="PPO clip ε on the per-step ratio.")
+    adv_clip_max: float = Field(5.0, gt=0, description="Advantages are clamped to ±adv_clip_max.")
+    kl_beta: float = Field(
+        0.0, ge=0, description="Weight of the closed-form KL to the adapter-disabled reference."
+    )
+    global_std: bool = Field(False, description="Normalise advantages by the std of the whole batch.")
+    buffer_size: int = Field(0, ge=0, description="Per-prompt cross-iteration reward buffer (DDPO); 0 = off.")
+    buffer_min_count: int = Field(16, ge=1)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class PromptsConfig(StrictModel):
+    train: list[str] = Field(
+        ..., min_length=1, description="Training prompts, drawn without replacement each iteration."
+    )
+    eval: list[str] = Field(default_factory=list, description="Held-out prompts for fixed-noise evaluation.")
+
+
+class EvalConfig(StrictModel):
+    every: int = Field(
+        5, ge=0, description="Evaluate every N iterations (and at start and end); 0 = only start/end."
+    )
+    samples_per_prompt: int = Field(4, ge=1)
+    seed: int = Field(12345, description="Fixed noise seed of the evaluation.")
+    num_steps: int | None = Field(None, description="Evaluation sampling steps; None = sampler.num_steps.")
+
+
+class CheckpointConfig(StrictModel):
+    every: int = Field(
+        5, ge=1, description="Write a checkpoint every N iterations (and at the end / on Ctrl-C)."
+    )
+
+
+class GRPORecipe(StrictModel):
+    run: RunConfig = Field(default_factory=RunConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    prompts: PromptsConfig
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    rewards: dict[str, RewardConfig] = Field(
+        ..., min_length=1, description="Reward name → weight and options."
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> GRPORecipe:
+        w = self.sampler.sde_window
+        if w.size is not None and not 1 <= w.size <= self.sampler.num_steps:
+            raise ValueError(f"sampler.sde_window.size must be in [1, num_steps={self.sampler.num_steps}]")
+        if w.range is not None and not (0 <= w.range[0] < w.range[1] <= self.sampler.num_steps):
+            raise ValueError("sampler.sde_window.range must satisfy 0 <= first < last <= num_steps")
+        if all(r.weight == 0 for r in self.rewards.values()):
+            raise ValueError("at least one reward needs a non-zero weight")
+        return self

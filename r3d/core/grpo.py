@@ -1,0 +1,376 @@
+"""The GRPO trainer (Flow-GRPO / DanceGRPO / DDPO-style), one obvious loop.
+
+rollout (no grad) → decode → rewards → group advantages → K inner epochs of PPO-clip updates over
+the same (sample batch, timestep) pairs → checkpoint. The same ``transition`` function samples and
+re-evaluates log-probabilities with the same batch composition, so the ratio of the first inner
+step is exactly 1 (logged as ``ratio_first_step_maxdev``, which must be 0).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from r3d.core.advantages import PerPromptStatTracker
+from r3d.core.checkpoint import load_adapter_weights, load_state, save_checkpoint
+from r3d.core.config import GRPORecipe
+from r3d.core.errors import R3DError
+from r3d.core.io import append_jsonl, atomic_write_text, read_jsonl
+from r3d.core.losses import gaussian_kl, grpo_policy_loss
+from r3d.core.recipe import save_resolved
+from r3d.core.rewards import RewardMix
+from r3d.core.rollout import Schedule, make_schedule, sample, transition
+
+Logger = Callable[[str], None]
+
+
+def attach_lora(policy: Any, cfg: Any) -> Any:
+    """Wrap ``policy.network`` with a peft LoRA adapter in place; returns the PeftModel."""
+    targets = cfg.target_modules or list(policy.lora_target_modules)
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=targets)
+    return get_peft_model(policy.network, lora)
+
+
+class GRPOTrainer:
+    """Drives any ``FlowPolicy`` / ``DiffusionPolicy`` with any ``RewardMix``.
+
+    ``preview(artifacts, labels, path)``: optional, draws evaluation samples (e.g. a contact sheet).
+    """
+
+    def __init__(
+        self,
+        recipe: GRPORecipe,
+        policy: Any,
+        rewards: RewardMix,
+        run_dir: str | Path,
+        log: Logger = print,
+        preview: Callable[[list[Any], list[str], Path], Any] | None = None,
+        progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    ) -> None:
+        self.cfg = recipe
+        self.policy = policy
+        self.rewards = rewards
+        self.run_dir = Path(run_dir)
+        self.log = log
+        self.preview = preview or getattr(policy, "save_preview", None)
+        self.progress = progress
+        t = recipe.train
+        self.peft = attach_lora(policy, t.lora)
+        params = [p for p in self.peft.parameters() if p.requires_grad]
+        if not params:
+            raise R3DError("LoRA found no trainable parameters; check train.lora.target_modules")
+        self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay)
+        self.tracker = PerPromptStatTracker(
+            buffer_size=t.buffer_size,
+            min_count=t.buffer_min_count,
+            global_std=t.global_std,
+            clip=t.adv_clip_max,
+        )
+        self.sample_gen = torch.Generator().manual_seed(recipe.run.seed)
+        self.train_gen = torch.Generator().manual_seed(recipe.run.seed + 1_000_003)
+        self.schedule = make_schedule(policy, recipe.sampler.num_steps)
+        self.iteration = 0
+        self._stop_requested = False
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "sample_gen": self.sample_gen.get_state(),
+            "train_gen": self.train_gen.get_state(),
+            "tracker": self.tracker.state_dict(),
+        }
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.run_dir / "checkpoint", self.peft, self.state_dict())
+        self.log(f"checkpoint saved at iteration {self.iteration}: {path}")
+        return path
+
+    def resume(self) -> None:
+        ckpt = self.run_dir / "checkpoint"
+        state = load_state(ckpt)
+        load_adapter_weights(self.peft, ckpt)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sample_gen.set_state(state["sample_gen"])
+        self.train_gen.set_state(state["train_gen"])
+        self.tracker.load_state_dict(state["tracker"])
+        self.iteration = int(state["iteration"])
+        # Metrics logged after the checkpoint belong to work that is redone now.
+        kept = [
+            r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("iteration", 0) <= self.iteration
+        ]
+        atomic_write_text(self.run_dir / "metrics.jsonl", "".join(_json_line(r) for r in kept))
+        self.log(f"resumed from {ckpt} at iteration {self.iteration}")
+
+    # ----------------------------------------------------------------- rollout
+    def _choose_prompts(self) -> list[str]:
+        t, train = self.cfg.train, self.cfg.prompts.train
+        idx = torch.randperm(len(train), generator=self.train_gen)
+        idx = torch.cat([idx] * math.ceil(t.prompts_per_iteration / len(train)))[: t.prompts_per_iteration]
+        return [train[int(i)] for i in idx]
+
+    def _sde_steps(self) -> torch.Tensor:
+        s = self.cfg.sampler
+        n = self.schedule.num_steps
+        mask = torch.zeros(n, dtype=torch.bool)
+        lo, hi = s.sde_window.range or (0, n)
+        size = s.sde_window.size
+        if size is None:
+            mask[lo:hi] = True
+        else:
+            start = lo + int(torch.randint(0, max(hi - lo - size, 0) + 1, (1,), generator=self.train_gen))
+            mask[start : start + size] = True
+        return mask
+
+    def _noise(
+        self, n_groups: int, group_size: int, generator: torch.Generator, shared: bool
+    ) -> torch.Tensor:
+        if shared:
+            return self.policy.initial_noise(n_groups, generator).repeat_interleave(group_size, dim=0)
+        return self.policy.initial_noise(n_groups * group_size, generator)
+
+    def _chunks(self, n: int) -> list[torch.Tensor]:
+        return list(torch.arange(n).split(self.cfg.train.batch_size))
+
+    def rollout(
+        self,
+        prompts: list[str],
+        noise: torch.Tensor,
+        kernel: str,
+        sde_steps: torch.Tensor,
+        generator: torch.Generator | None,
+        schedule: Schedule | None = None,
+    ) -> dict[str, Any]:
+        schedule = schedule or self.schedule
+        cond = self.policy.encode_prompts(prompts)
+        trajs = []
+        for idx in self._chunks(len(prompts)):
+            c = self.policy.select_cond(cond, idx)
+            trajs.append(
+                sample(
+                    self.policy,
+                    schedule,
+                    c,
+                    noise[idx],
+                    kernel=kernel,
+                    noise_level=self.cfg.sampler.noise_level,
+                    sde_steps=sde_steps,
+                    generator=generator,
+                )
+            )
+        return {
+            "cond": cond,
+            "latents": torch.cat([t.latents for t in trajs]),
+            "log_probs": torch.cat([t.log_probs for t in trajs]),
+            "has_density": trajs[0].has_density,
+        }
+
+    # ----------------------------------------------------------------- training
+    def _train_steps(self, has_density: torch.Tensor) -> list[int]:
+        candidates = torch.nonzero(has_density).flatten()
+        if candidates.numel() == 0:
+            raise R3DError(
+                "no trainable steps: the SDE window holds only steps with std 0 (widen sampler.sde_window)"
+            )
+        k = max(1, round(self.cfg.train.timestep_fraction * candidates.numel()))
+        order = torch.randperm(candidates.numel(), generator=self.train_gen)[:k]
+        return sorted(int(candidates[i]) for i in order)
+
+    def update(self, roll: dict[str, Any], advantages: torch.Tensor, steps: list[int]) -> dict[str, float]:
+        t, s = self.cfg.train, self.cfg.sampler
+        chunks = self._chunks(advantages.shape[0])
+        sums: dict[str, float] = {}
+        count = 0
+        first_ratios: list[torch.Tensor] = []
+        for epoch in range(t.inner_epochs):
+            order = (
+                range(len(chunks))
+                if epoch == 0
+                else torch.randperm(len(chunks), generator=self.train_gen).tolist()
+            )
+            for n_chunk, ci in enumerate(order):
+                idx = chunks[ci]
+                cond = self.policy.select_cond(roll["cond"], idx)
+                self.optimizer.zero_grad(set_to_none=True)
+                for step in steps:
+                    x, x_next = roll["latents"][idx, step], roll["latents"][idx, step + 1]
+                    out = transition(
+                        self.policy,
+                        self.schedule,
+                        step,
+                        x,
+                        cond,
+                        kernel=s.kernel,
+                        noise_level=s.noise_level,
+                        prev_sample=x_next,
+                    )
+                    old = roll["log_probs"][idx, step]
+                    policy_loss, m = grpo_policy_loss(out.log_prob, old, advantages[idx], t.clip_range)
+                    loss = policy_loss
+                    if t.kl_beta > 0:
+                        with torch.no_grad(), self.peft.disable_adapter():
+                            ref = transition(
+                                self.policy,
+                                self.schedule,
+                                step,
+                                x,
+                                cond,
+                                kernel=s.kernel,
+                                noise_level=s.noise_level,
+                                prev_sample=x_next,
+                            )
+                        kl = gaussian_kl(out.mean, ref.mean, out.std).mean()
+                        loss = loss + t.kl_beta * kl
+                        m["kl"] = kl.detach()
+                    (loss / len(steps)).backward()
+                    if epoch == 0 and n_chunk == 0:
+                        first_ratios.append(torch.exp(out.log_prob.detach() - old))
+                    m["policy_loss"] = policy_loss.detach()
+                    for key, value in m.items():
+                        sums[key] = sums.get(key, 0.0) + float(value)
+                    count += 1
+                if t.max_grad_norm is not None:
+                    norm = torch.nn.utils.clip_grad_norm_(
+                        [p for p in self.peft.parameters() if p.requires_grad], t.max_grad_norm
+                    )
+                    sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * len(steps)
+                self.optimizer.step()
+        metrics = {k: v / count for k, v in sums.items()}
+        ratios = torch.cat(first_ratios)
+        metrics["ratio_first_step_mean"] = float(ratios.mean())
+        metrics["ratio_first_step_maxdev"] = float((ratios - 1).abs().max())
+        return metrics
+
+    # ----------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, tag: str) -> dict[str, float]:
+        e, s = self.cfg.eval, self.cfg.sampler
+        prompts = self.cfg.prompts.eval or self.cfg.prompts.train
+        prompts = [p for p in prompts for _ in range(e.samples_per_prompt)]
+        gen = torch.Generator().manual_seed(e.seed)
+        noise = self.policy.initial_noise(len(prompts), gen)
+        schedule = make_schedule(self.policy, e.num_steps) if e.num_steps else self.schedule
+        kernel = "ode" if s.eval_kernel == "ode" else s.kernel
+        sde = torch.ones(schedule.num_steps, dtype=torch.bool)
+        roll = self.rollout(prompts, noise, kernel, sde, gen, schedule)
+        artifacts = self.policy.decode(roll["latents"][:, -1])
+        total, comps = self.rewards(artifacts, prompts)
+        metrics = {"eval/reward": float(total.mean())}
+        metrics.update({f"eval/{k}": float(v.mean()) for k, v in comps.items()})
+        if self.preview is not None:
+            labels = [f"{p} | {float(r):.2f}" for p, r in zip(prompts, total, strict=True)]
+            self.preview(artifacts, labels, self.run_dir / f"samples_{tag}.png")
+        return metrics
+
+    # ----------------------------------------------------------------- loop
+    def run_iteration(self) -> dict[str, float]:
+        t = self.cfg.train
+        metrics: dict[str, float] = {"iteration": self.iteration + 1}
+        tic = time.perf_counter()
+        prompts_once = self._choose_prompts()
+        prompts = [p for p in prompts_once for _ in range(t.group_size)]
+        sde_steps = self._sde_steps()
+        noise = self._noise(len(prompts_once), t.group_size, self.sample_gen, self.cfg.sampler.shared_noise)
+        roll = self.rollout(prompts, noise, self.cfg.sampler.kernel, sde_steps, self.sample_gen)
+        metrics["time/sample_s"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        artifacts = self.policy.decode(roll["latents"][:, -1])
+        metrics["time/decode_s"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        total, comps = self.rewards(artifacts, prompts)
+        metrics["time/reward_s"] = time.perf_counter() - tic
+        stats = self.tracker.update(prompts, total)
+        metrics["reward"] = float(total.mean())
+        metrics["reward_std"] = float(total.std(unbiased=False))
+        metrics.update({f"reward/{k}": float(v.mean()) for k, v in comps.items()})
+        metrics["zero_variance_groups"] = stats.zero_variance_fraction
+        tic = time.perf_counter()
+        metrics.update(self.update(roll, stats.advantages, self._train_steps(roll["has_density"])))
+        metrics["time/train_s"] = time.perf_counter() - tic
+        self.iteration += 1
+        return metrics
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.log("Ctrl-C: finishing this iteration, then saving a checkpoint (press again to abort now)")
+
+    def train(self, resume: bool = False) -> list[dict[str, float]]:
+        """Run until ``train.iterations``; returns the metrics records of this call."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        else:
+            if (self.run_dir / "checkpoint").exists():
+                raise R3DError(
+                    f"{self.run_dir} already holds a run; use --resume {self.run_dir} or another --out"
+                )
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        save_resolved(self.cfg, self.run_dir / "recipe.yaml")
+        writer = _tensorboard(self.run_dir / "tb")
+        records: list[dict[str, float]] = []
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        try:
+            if self.iteration == 0:
+                self._record({"iteration": 0, **self.evaluate("start")}, records, writer)
+            total = self.cfg.train.iterations
+            while self.iteration < total:
+                tic = time.perf_counter()
+                metrics = self.run_iteration()
+                last = self.iteration == total
+                every = self.cfg.eval.every
+                if last or (every and self.iteration % every == 0):
+                    metrics.update(self.evaluate("end" if last else f"{self.iteration:04d}"))
+                metrics["time/iteration_s"] = time.perf_counter() - tic
+                self._record(metrics, records, writer)
+                if self.progress:
+                    self.progress(self.iteration, total, metrics)
+                if last or self._stop_requested or self.iteration % self.cfg.checkpoint.every == 0:
+                    self.save()
+                if self._stop_requested:
+                    self.log(f"stopped at iteration {self.iteration}; continue with --resume {self.run_dir}")
+                    break
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            if writer is not None:
+                writer.close()
+        return records
+
+    def _record(self, metrics: dict[str, float], records: list, writer: Any) -> None:
+        records.append(metrics)
+        append_jsonl(self.run_dir / "metrics.jsonl", metrics)
+        if writer is not None:
+            for key, value in metrics.items():
+                if key != "iteration":
+                    writer.add_scalar(key, value, int(metrics["iteration"]))
+            writer.flush()
+
+
+def _json_line(record: dict) -> str:
+    import json
+
+    return json.dumps(record) + "\n"
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _tensorboard(path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional at run time
+        return None
+    return SummaryWriter(str(path))

@@ -1,0 +1,218 @@
+"""Transition kernels with log-probabilities: one reverse step of a diffusion / flow sampler.
+
+Every kernel is a pure fp32 function of its inputs and returns a :class:`StepOutput`. Conventions:
+
+- Flow kernels use the canonical time (σ = 1 noise, σ = 0 data, x_σ = (1 − σ)·x₀ + σ·ε,
+  v = ε − x₀) and step from ``sigma`` to ``sigma_next`` < ``sigma`` (dt = σ_next − σ < 0).
+- ``sigma``, ``sigma_next``, ``alpha_bar`` and ``alpha_bar_prev`` are floats or (B,) tensors.
+- ``log_prob`` is the Gaussian log-density of ``prev_sample`` under N(mean, std²), reduced over
+  all non-batch dimensions by ``reduce``: ``"mean"`` (default, as Flow-GRPO / DDPO do; it makes
+  the clip range independent of the latent size), ``"sum"`` or ``"none"`` (elementwise, e.g. for a
+  masked mean by the caller). ``prev_sample`` is detached inside the log-density, as in the
+  reference implementations: gradients flow through ``mean`` and ``std`` only.
+- Given ``prev_sample`` the kernel evaluates its log-probability instead of sampling.
+- A deterministic transition (std = 0, e.g. noise level 0) has no density: ``log_prob`` is zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Reduce = Literal["mean", "sum", "none"]
+PredictionType = Literal["epsilon", "sample", "v_prediction"]
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@dataclass
+class StepOutput:
+    """Result of one transition x_σ → x_σ'.
+
+    prev_sample: (B, ...) the next sample; log_prob: (B,) (or (B, ...) with reduce="none");
+    mean, std: the Gaussian transition N(mean, std²); std broadcastable to mean (B, 1, ..., 1).
+    """
+
+    prev_sample: torch.Tensor
+    log_prob: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def _per_sample(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A float or (B,) tensor as fp32 shaped (B, 1, ..., 1) to broadcast against ``like``."""
+    t = torch.as_tensor(value, dtype=torch.float32, device=like.device)
+    if t.ndim == 0:
+        t = t.expand(like.shape[0])
+    if t.ndim != 1 or t.shape[0] != like.shape[0]:
+        raise ValueError(f"expected a float or a ({like.shape[0]},) tensor, got shape {tuple(t.shape)}")
+    return t.view(-1, *([1] * (like.ndim - 1)))
+
+
+def gaussian_log_prob(
+    sample: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, reduce: Reduce = "mean"
+) -> torch.Tensor:
+    """log N(sample; mean, std²), reduced over non-batch dims; zero where std == 0 (a delta)."""
+    sample = sample.detach()
+    deterministic = std == 0
+    safe_std = torch.where(deterministic, torch.ones_like(std), std)
+    log_prob = -((sample - mean) ** 2) / (2 * safe_std**2) - torch.log(safe_std) - _LOG_SQRT_2PI
+    log_prob = torch.where(deterministic, torch.zeros_like(log_prob), log_prob)
+    if reduce == "none":
+        return log_prob
+    dims = tuple(range(1, log_prob.ndim))
+    return log_prob.mean(dim=dims) if reduce == "mean" else log_prob.sum(dim=dims)
+
+
+def _finish(
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    prev_sample: torch.Tensor | None,
+    generator: torch.Generator | None,
+    reduce: Reduce,
+) -> StepOutput:
+    if prev_sample is None:
+        noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32, device=mean.device)
+        prev_sample = mean + std * noise
+    else:
+        prev_sample = prev_sample.float()
+    return StepOutput(prev_sample, gaussian_log_prob(prev_sample, mean, std, reduce), mean, std)
+
+
+def ode_step(v: torch.Tensor, x: torch.Tensor, sigma, sigma_next) -> StepOutput:
+    """Deterministic Euler step x' = x + v·(σ' − σ); log_prob is zero, std is zero."""
+    v, x = v.float(), x.float()
+    dt = _per_sample(sigma_next, x) - _per_sample(sigma, x)
+    mean = x + v * dt
+    zero = torch.zeros_like(dt)
+    return StepOutput(mean, torch.zeros(x.shape[0], device=x.device), mean, zero)
+
+
+def flow_sde_step(
+    v: torch.Tensor,
+    x: torch.Tensor,
+    sigma,
+    sigma_next,
+    noise_level: float = 0.7,
+    prev_sample: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    sigma_max: float | None = None,
+    reduce: Reduce = "mean",
+) -> StepOutput:
+    """Flow-GRPO's SDE step (marginal-preserving reverse SDE of a rectified flow).
+
+    σ_t = a·√(σ / (1 − σ̃)) with σ̃ = σ except where σ = 1, where σ̃ = ``sigma_max`` (the
+    schedule's second sigma; required when a step starts at σ = 1);
+    mean = x·(1 + σ_t²·dt / (2σ)) + v·(1 + σ_t²·(1 − σ) / (2σ))·dt;  std = σ_t·√(−dt).
+    """
+    v, x = v.float(), x.float()
+    s = _per_sample(sigma, x)
+    s_next = _per_sample(sigma_next, x)
+    dt = s_next - s
+    at_one = s == 1
+    if bool(at_one.any()):
+        if sigma_max is None:
+            raise ValueError("flow_sde_step at sigma = 1 needs sigma_max (the schedule's second sigma)")
+        denom_sigma = torch.where(at_one, torch.full_like(s, float(sigma_max)), s)
+    else:
+        denom_sigma = s
+    sigma_t = noise_level * torch.sqrt(s / (1 - denom_sigma))
+    mean = x * (1 + sigma_t**2 / (2 * s) * dt) + v * (1 + sigma_t**2 * (1 - s) / (2 * s)) * dt
+    std = sigma_t * torch.sqrt(-dt)
+    return _finish(mean, std, prev_sample, generator, reduce)
+
+
+def flow_cps_step(
+    v: torch.Tensor,
+    x: torch.Tensor,
+    sigma,
+    sigma_next,
+    noise_level: float = 0.7,
+    prev_sample: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    reduce: Reduce = "mean",
+) -> StepOutput:
+    """Coefficients-preserving sampling (Flow-GRPO ``sde_type="cps"``).
+
+    std = σ'·sin(aπ/2); x̂₀ = x − σ·v; x̂₁ = x + (1 − σ)·v; mean = (1 − σ')·x̂₀ + √(σ'² − std²)·x̂₁.
+    Unlike Flow-GRPO (which keeps only −(x' − mean)²), ``log_prob`` is the full Gaussian density.
+    """
+    v, x = v.float(), x.float()
+    s = _per_sample(sigma, x)
+    s_next = _per_sample(sigma_next, x)
+    std = s_next * math.sin(noise_level * math.pi / 2)
+    x0_hat = x - s * v
+    x1_hat = x + (1 - s) * v
+    mean = (1 - s_next) * x0_hat + torch.sqrt(torch.clamp(s_next**2 - std**2, min=0)) * x1_hat
+    return _finish(mean, std, prev_sample, generator, reduce)
+
+
+def dance_sde_step(
+    v: torch.Tensor,
+    x: torch.Tensor,
+    sigma,
+    sigma_next,
+    eta: float = 0.3,
+    prev_sample: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    reduce: Reduce = "mean",
+) -> StepOutput:
+    """DanceGRPO's SDE step.
+
+    std = η·√(−dt); x̂₀ = x − σ·v; score ŝ = −(x − (1 − σ)·x̂₀) / σ²; mean = x + v·dt − ½·η²·ŝ·dt.
+    """
+    v, x = v.float(), x.float()
+    s = _per_sample(sigma, x)
+    dt = _per_sample(sigma_next, x) - s
+    x0_hat = x - s * v
+    score = -(x - (1 - s) * x0_hat) / s**2
+    mean = x + v * dt - 0.5 * eta**2 * score * dt
+    std = eta * torch.sqrt(-dt)
+    return _finish(mean, std, prev_sample, generator, reduce)
+
+
+def predict_x0_eps(
+    model_output: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: PredictionType
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x̂₀, ε̂) from an ε / x₀ (``"sample"``) / v prediction at ᾱ (broadcastable to x)."""
+    a, b = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    if prediction_type == "epsilon":
+        return (x - b * model_output) / a, model_output
+    if prediction_type == "sample":
+        return model_output, (x - a * model_output) / b
+    if prediction_type == "v_prediction":
+        return a * x - b * model_output, a * model_output + b * x
+    raise ValueError(f"unknown prediction_type {prediction_type!r}; use epsilon, sample or v_prediction")
+
+
+def ddim_step(
+    model_output: torch.Tensor,
+    x: torch.Tensor,
+    alpha_bar,
+    alpha_bar_prev,
+    eta: float,
+    prediction_type: PredictionType = "epsilon",
+    prev_sample: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    reduce: Reduce = "mean",
+    clip_sample: float | None = None,
+) -> StepOutput:
+    """DDIM step (Song et al.; DDPO's ``ddim_step_with_logprob``) from ᾱ_t to ᾱ_prev.
+
+    σ_t = η·√((1 − ᾱ_prev)/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_prev));
+    mean = √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev − σ_t²)·ε̂;  std = σ_t.  η = 0 is deterministic DDIM,
+    η = 1 the DDPM ancestral step. ``clip_sample`` clamps x̂₀ to ±value (diffusers' option).
+    """
+    model_output, x = model_output.float(), x.float()
+    ab = _per_sample(alpha_bar, x)
+    ab_prev = _per_sample(alpha_bar_prev, x)
+    x0_hat, eps_hat = predict_x0_eps(model_output, x, ab, prediction_type)
+    if clip_sample is not None:
+        x0_hat = x0_hat.clamp(-clip_sample, clip_sample)  # ε̂ kept, as diffusers does by default
+    variance = (1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)
+    std = eta * variance.clamp(min=0).sqrt()
+    mean = ab_prev.sqrt() * x0_hat + (1 - ab_prev - std**2).clamp(min=0).sqrt() * eps_hat
+    return _finish(mean, std, prev_sample, generator, reduce)

@@ -1,0 +1,51 @@
+"""Name → factory lookup for policies and rewards, resolved lazily so core imports no backend.
+
+A name is either a registered short name or a ``package.module:factory`` path, so a new backend
+plugs in from a recipe without touching r3d (``model: {name: mypkg.policy:load}``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from r3d.core.errors import R3DError
+
+POLICIES: dict[str, str] = {
+    "tiny_shapes": "r3d.models.tiny_shapes:load_tiny_shapes",
+    "tiny_motion": "r3d.models.mdm:load_tiny_motion",
+}
+
+REWARDS: dict[str, str] = {
+    "geometry": "r3d.rewards.geometry:GeometryReward",
+    "normal": "r3d.rewards.normal:NormalReward",
+    "semantic": "r3d.rewards.semantic:SemanticReward",
+}
+
+
+def resolve(name: str, table: dict[str, str], kind: str) -> Callable[..., Any]:
+    """The factory for ``name`` (a key of ``table`` or a ``module:attr`` path)."""
+    target = table.get(name, name if ":" in name else None)
+    if target is None:
+        hint = difflib.get_close_matches(name, list(table), n=1)
+        more = f"; did you mean '{hint[0]}'?" if hint else f"; known: {', '.join(sorted(table))}"
+        raise R3DError(f"unknown {kind} '{name}'{more}")
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise R3DError(f"{kind} '{name}' could not be imported ({module_name}): {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise R3DError(f"{kind} '{name}': {module_name} has no attribute {attr}") from None
+
+
+def build_policy(name: str, **options: Any) -> Any:
+    return resolve(name, POLICIES, "policy")(**options)
+
+
+def build_reward(name: str, **options: Any) -> Any:
+    return resolve(name, REWARDS, "reward")(**options)

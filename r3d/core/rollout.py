@@ -1,0 +1,141 @@
+"""One code path for sampling and for re-evaluating log-probabilities (rollout = training).
+
+Supports flow policies (``FlowPolicy``: canonical velocity, kernels flow_sde / flow_cps /
+dance_sde / ode) and DDPM-family policies (``DiffusionPolicy``: ε / x₀ / v prediction, DDIM with η).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from r3d.core.kernels import StepOutput, dance_sde_step, ddim_step, flow_cps_step, flow_sde_step, ode_step
+
+
+@dataclass
+class Schedule:
+    """The discretisation of one sampling run.
+
+    kind "flow": ``points`` are sigmas (T+1,) from 1 to 0. kind "ddpm": ``points`` are ᾱ (T+1,)
+    ending at 1.0 and ``timesteps`` (T,) are the model's integer timesteps.
+    """
+
+    kind: str
+    points: torch.Tensor
+    timesteps: torch.Tensor | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return self.points.shape[0] - 1
+
+    def moving(self) -> torch.Tensor:
+        """(T,) bool: steps that move (dt ≠ 0); a duplicated point (dt = 0) is never trained."""
+        return self.points[1:] != self.points[:-1]
+
+
+def make_schedule(policy: Any, num_steps: int) -> Schedule:
+    if hasattr(policy, "velocity"):
+        return Schedule("flow", policy.sigmas(num_steps).float())
+    timesteps, alpha_bar = policy.schedule(num_steps)
+    return Schedule("ddpm", alpha_bar.float(), timesteps.long())
+
+
+def transition(
+    policy: Any,
+    schedule: Schedule,
+    step: int,
+    x: torch.Tensor,
+    cond: Any,
+    *,
+    kernel: str,
+    noise_level: float,
+    prev_sample: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> StepOutput:
+    """Step ``step`` (x at points[step] → points[step + 1]) for a batch; kernel "ode" is deterministic.
+
+    For DDPM policies "ode" means DDIM with η = 0 and any other kernel means DDIM with
+    η = ``noise_level``; a ``likelihood_mask`` of the policy restricts the log-prob mean.
+    """
+    b = x.shape[0]
+    if schedule.kind == "flow":
+        s = schedule.points[step].expand(b)
+        s_next = schedule.points[step + 1].expand(b)
+        v = policy.velocity(x, s, cond)
+        if kernel == "ode":
+            return ode_step(v, x, s, s_next)
+        common = {"prev_sample": prev_sample, "generator": generator}
+        if kernel == "flow_sde":
+            return flow_sde_step(v, x, s, s_next, noise_level, sigma_max=float(schedule.points[1]), **common)
+        if kernel == "flow_cps":
+            return flow_cps_step(v, x, s, s_next, noise_level, **common)
+        if kernel == "dance_sde":
+            return dance_sde_step(v, x, s, s_next, noise_level, **common)
+        raise ValueError(f"kernel {kernel!r} does not apply to a flow model")
+    t = schedule.timesteps[step].expand(b)
+    out = policy.predict(x, t, cond)
+    eta = 0.0 if kernel == "ode" else noise_level
+    mask = policy.likelihood_mask(cond)
+    step_out = ddim_step(
+        out,
+        x,
+        schedule.points[step].expand(b),
+        schedule.points[step + 1].expand(b),
+        eta,
+        policy.prediction_type,
+        prev_sample=prev_sample,
+        generator=generator,
+        reduce="mean" if mask is None else "none",
+    )
+    if mask is not None:
+        mask = mask.to(step_out.log_prob.dtype).expand_as(step_out.log_prob)
+        dims = tuple(range(1, mask.ndim))
+        step_out.log_prob = (step_out.log_prob * mask).sum(dims) / mask.sum(dims).clamp(min=1)
+    return step_out
+
+
+@dataclass
+class Trajectory:
+    """A batch of sampled trajectories.
+
+    latents: (B, T+1, ...) x at every point of the schedule; log_probs: (B, T) (0 on ODE steps);
+    has_density: (T,) bool, the steps sampled stochastically with std > 0 — the only steps with a
+    trainable log-probability (e.g. flow_sde's final step to σ = 0 has one, flow_cps's and DDIM's
+    final step onto clean data have std = 0 and do not).
+    """
+
+    latents: torch.Tensor
+    log_probs: torch.Tensor
+    has_density: torch.Tensor
+
+
+@torch.no_grad()
+def sample(
+    policy: Any,
+    schedule: Schedule,
+    cond: Any,
+    noise: torch.Tensor,
+    *,
+    kernel: str,
+    noise_level: float,
+    sde_steps: torch.Tensor | None,
+    generator: torch.Generator | None,
+) -> Trajectory:
+    """Run the sampler from ``noise``; steps where ``sde_steps`` is True use ``kernel``, others ODE."""
+    t_count = schedule.num_steps
+    if sde_steps is None:
+        sde_steps = torch.zeros(t_count, dtype=torch.bool)
+    x = noise.float()
+    latents = [x]
+    log_probs = torch.zeros(x.shape[0], t_count)
+    has_density = torch.zeros(t_count, dtype=torch.bool)
+    for i in range(t_count):
+        k = kernel if bool(sde_steps[i]) else "ode"
+        out = transition(policy, schedule, i, x, cond, kernel=k, noise_level=noise_level, generator=generator)
+        x = out.prev_sample
+        latents.append(x)
+        log_probs[:, i] = out.log_prob
+        has_density[i] = bool(sde_steps[i]) and bool(schedule.moving()[i]) and bool((out.std > 0).all())
+    return Trajectory(torch.stack(latents, dim=1), log_probs, has_density)

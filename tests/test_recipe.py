@@ -1,0 +1,83 @@
+"""Recipes: YAML → typed config, overrides, extends, one-line errors."""
+
+import pytest
+import yaml
+
+from r3d.core.errors import R3DError
+from r3d.core.recipe import StrictModel, load_recipe, save_resolved
+
+
+class Train(StrictModel):
+    lr: float = 1e-4
+    steps: int = 10
+    use_ema: bool = False
+    widths: list[int] = [1, 2]
+
+
+class Schema(StrictModel):
+    name: str = "run"
+    train: Train = Train()
+
+
+def write(tmp_path, name, data):
+    p = tmp_path / name
+    p.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return p
+
+
+def test_overrides_are_typed(tmp_path):
+    p = write(tmp_path, "r.yaml", {"name": "x"})
+    cfg = load_recipe(
+        p, Schema, ["train.lr=3e-4", "train.steps=7", "train.use_ema=true", "train.widths=[4, 5]"]
+    )
+    assert cfg.train.lr == 3e-4 and cfg.train.steps == 7 and cfg.train.use_ema is True
+    assert cfg.train.widths == [4, 5]
+
+
+def test_scientific_notation_in_yaml_is_a_float(tmp_path):
+    cfg = load_recipe(write(tmp_path, "r.yaml", "train:\n  lr: 1e-3\n"), Schema)
+    assert cfg.train.lr == 1e-3
+
+
+def test_extends_merges_deeply(tmp_path):
+    write(tmp_path, "base.yaml", {"name": "base", "train": {"lr": 0.5, "steps": 3}})
+    child = write(tmp_path, "child.yaml", {"extends": "base.yaml", "train": {"steps": 9}})
+    cfg = load_recipe(child, Schema)
+    assert (cfg.name, cfg.train.lr, cfg.train.steps) == ("base", 0.5, 9)
+
+
+def test_extends_cycle_is_an_error(tmp_path):
+    write(tmp_path, "a.yaml", {"extends": "b.yaml"})
+    write(tmp_path, "b.yaml", {"extends": "a.yaml"})
+    with pytest.raises(R3DError, match="cycle"):
+        load_recipe(tmp_path / "a.yaml", Schema)
+
+
+@pytest.mark.parametrize(
+    "content,overrides,pattern",
+    [
+        ({"train": {"lrr": 1}}, [], r"unknown key 'train.lrr'; did you mean 'train.lr'\?"),
+        ({"trian": {}}, [], r"unknown key 'trian'; did you mean 'train'\?"),
+        ({"train": {"steps": "many"}}, [], r"'train.steps' = 'many'"),
+        ({}, ["train.stpes=3"], r"did you mean 'train.steps'"),
+        ("train: [unclosed\n", [], r"YAML syntax error .*line"),
+        ("- a\n- b\n", [], r"must be a YAML mapping"),
+        ({}, ["nonsense"], r"--set expects key.path=value"),
+    ],
+)
+def test_bad_recipes_give_one_line_errors(tmp_path, content, overrides, pattern):
+    p = write(tmp_path, "r.yaml", content)
+    with pytest.raises(R3DError, match=pattern) as info:
+        load_recipe(p, Schema, overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_recipe(tmp_path):
+    with pytest.raises(R3DError, match="recipe not found"):
+        load_recipe(tmp_path / "nope.yaml", Schema)
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    cfg = load_recipe(write(tmp_path, "r.yaml", {"train": {"steps": 4}}), Schema, ["train.lr=0.25"])
+    out = save_resolved(cfg, tmp_path / "run" / "recipe.yaml")
+    assert load_recipe(out, Schema) == cfg

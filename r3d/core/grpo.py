@@ -31,10 +31,10 @@ from r3d.core.rollout import Schedule, make_schedule, sample, transition
 Logger = Callable[[str], None]
 
 
-def attach_lora(policy: Any, cfg: Any) -> Any:
-    """Wrap ``policy.network`` with a peft LoRA adapter in place; returns the PeftModel."""
-    targets = cfg.target_modules or list(policy.lora_target_modules)
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=targets)
+def attach_lora(policy: Any, rank: int, alpha: float, target_modules: list[str] | None = None) -> Any:
+    """Wrap ``policy.network`` with a peft LoRA adapter in place (dropout 0); returns the PeftModel."""
+    targets = target_modules or list(policy.lora_target_modules)
+    lora = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets)
     return get_peft_model(policy.network, lora)
 
 
@@ -62,7 +62,7 @@ class GRPOTrainer:
         self.preview = preview or getattr(policy, "save_preview", None)
         self.progress = progress
         t = recipe.train
-        self.peft = attach_lora(policy, t.lora)
+        self.peft = attach_lora(policy, t.lora.rank, t.lora.alpha, t.lora.target_modules)
         params = [p for p in self.peft.parameters() if p.requires_grad]
         if not params:
             raise R3DError("LoRA found no trainable parameters; check train.lora.target_modules")

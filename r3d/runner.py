@@ -1,0 +1,152 @@
+"""Library side of ``r3d grpo`` and ``r3d sample``: recipe → policy, rewards, trainer, outputs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r3d.artifacts import preview, safe_name, save_artifact
+from r3d.core.config import GRPORecipe
+from r3d.core.errors import R3DError
+from r3d.core.grpo import GRPOTrainer, attach_lora
+from r3d.core.io import atomic_write_json, read_jsonl
+from r3d.core.plots import reward_curves
+from r3d.core.recipe import apply_overrides, load_recipe, read_yaml, validate
+from r3d.core.registry import build_policy, build_reward
+from r3d.core.rewards import RewardMix
+from r3d.core.rollout import make_schedule, sample
+
+
+def load_grpo(
+    recipe: Path | None, resume: Path | None, overrides: list[str] | None, out: Path | None
+) -> tuple[GRPORecipe, Path]:
+    """The recipe and run folder of a new run (``recipe``) or of a run to continue (``resume``)."""
+    if resume is not None:
+        if not (resume / "recipe.yaml").is_file():
+            raise R3DError(f"--resume {resume}: not a run folder (no recipe.yaml)")
+        if not (resume / "checkpoint").is_dir():
+            raise R3DError(f"--resume {resume}: no checkpoint in this run yet")
+        data = apply_overrides(read_yaml(resume / "recipe.yaml"), overrides)
+        return validate(data, GRPORecipe, source=str(resume / "recipe.yaml")), resume
+    if recipe is None:
+        raise R3DError("give a RECIPE (e.g. recipes/tiny_mesh.yaml) or --resume RUN_DIR")
+    cfg = load_recipe(recipe, GRPORecipe, overrides)
+    run_dir = out if out is not None else Path(cfg.run.out_dir) / cfg.run.name
+    return cfg, run_dir
+
+
+def build_rewards(cfg: GRPORecipe) -> RewardMix:
+    rewards, weights = [], []
+    for name, rc in cfg.rewards.items():
+        rewards.append(build_reward(name, **rc.options))
+        weights.append(rc.weight)
+    return RewardMix(rewards, weights)
+
+
+def make_trainer(
+    cfg: GRPORecipe,
+    run_dir: Path,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> GRPOTrainer:
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    policy = build_policy(cfg.model.name, **cfg.model.options)
+    policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)  # fail early on a bad prompt
+    return GRPOTrainer(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=preview, progress=progress)
+
+
+def finish_run(run_dir: Path) -> dict[str, Any]:
+    """Reward-curve PNG and summary.json (held-out metrics at start and end) of a run."""
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    evals = [r for r in records if "eval/reward" in r]
+    summary: dict[str, Any] = {"iterations": max((r["iteration"] for r in records), default=0)}
+    if evals:
+        first, last = evals[0], evals[-1]
+        keys = [k for k in first if k.startswith("eval/")]
+        summary["eval"] = {k.removeprefix("eval/"): {"start": first[k], "end": last.get(k)} for k in keys}
+        summary["eval_iterations"] = [first["iteration"], last["iteration"]]
+    plot = reward_curves(run_dir)
+    summary["plot"] = str(plot) if plot else None
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def load_adapter(policy: Any, adapter: Path) -> None:
+    """Attach and load a trained LoRA adapter (a run folder or its ``checkpoint`` folder)."""
+    from r3d.core.checkpoint import load_adapter_weights
+
+    folder = adapter / "checkpoint" if (adapter / "checkpoint").is_dir() else adapter
+    config_path = folder / "adapter_config.json"
+    if not config_path.is_file():
+        raise R3DError(
+            f"--adapter {adapter}: no adapter_config.json (expected a run folder or its checkpoint/)"
+        )
+    conf = json.loads(config_path.read_text())
+    targets = conf.get("target_modules")
+    peft_model = attach_lora(policy, conf["r"], conf["lora_alpha"], sorted(targets) if targets else None)
+    load_adapter_weights(peft_model, folder)
+
+
+def generate(
+    model: str,
+    prompts: list[str],
+    n: int,
+    seed: int,
+    out: Path,
+    fmt: str,
+    steps: int,
+    adapter: Path | None = None,
+    options: dict[str, Any] | None = None,
+    reward_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """Sample ``n`` artifacts per prompt with the deterministic sampler; save them and a contact sheet.
+
+    The same (prompt, seed) gives the same initial noise with or without an adapter, so two runs
+    can be compared side by side.
+    """
+    policy = build_policy(model, **(options or {}))
+    if adapter is not None:
+        load_adapter(policy, adapter)
+    all_prompts = [p for p in prompts for _ in range(n)]
+    policy.encode_prompts(prompts)
+    gen = torch.Generator().manual_seed(seed)
+    noise = policy.initial_noise(len(all_prompts), gen)
+    schedule = make_schedule(policy, steps)
+    tic = time.perf_counter()
+    with torch.no_grad():
+        cond = policy.encode_prompts(all_prompts)
+        traj = sample(
+            policy, schedule, cond, noise, kernel="ode", noise_level=0.0, sde_steps=None, generator=None
+        )
+        artifacts = policy.decode(traj.latents[:, -1])
+    elapsed = time.perf_counter() - tic
+    out.mkdir(parents=True, exist_ok=True)
+    scores: dict[str, list[float]] = {}
+    if reward_names:
+        mix = RewardMix([build_reward(r) for r in reward_names], [1.0] * len(reward_names))
+        _, comps = mix(artifacts, all_prompts)
+        scores = {k: [float(x) for x in v] for k, v in comps.items() if k in reward_names}
+    items = []
+    for i, (prompt, artifact) in enumerate(zip(all_prompts, artifacts, strict=True)):
+        path = save_artifact(artifact, out / f"{i:03d}_{safe_name(prompt)}", fmt)
+        items.append(
+            {"prompt": prompt, "path": str(path) if path else None, **{k: v[i] for k, v in scores.items()}}
+        )
+    labels = [
+        " ".join([p] + [f"{k[:3]}={v[i]:.2f}" for k, v in scores.items()]) for i, p in enumerate(all_prompts)
+    ]
+    sheet = preview(artifacts, labels, out / "contact_sheet.png")
+    result = {
+        "items": items,
+        "sheet": str(sheet) if sheet else None,
+        "seconds": elapsed,
+        "empty": sum(a is None for a in artifacts),
+    }
+    atomic_write_json(out / "samples.json", result)
+    return result

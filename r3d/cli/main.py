@@ -42,6 +42,11 @@ def _root(
 
 # --- subcommands (one line each; each module holds one typed function) ---
 # <register>
+from r3d.cli import grpo as _grpo  # noqa: E402
+from r3d.cli import sample as _sample  # noqa: E402
+
+app.command("grpo")(_grpo.grpo)
+app.command("sample")(_sample.sample)
 # </register>
 
 

@@ -47,6 +47,9 @@ from r3d.cli import sample as _sample  # noqa: E402
 
 app.command("grpo")(_grpo.grpo)
 app.command("sample")(_sample.sample)
+from r3d.cli import fetch_weights as _fetch  # noqa: E402
+
+app.command("fetch-weights")(_fetch.fetch_weights)
 # </register>
 
 

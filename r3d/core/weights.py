@@ -1,0 +1,274 @@
+"""The manifest of known weights and their download over huggingface_hub.
+
+Each entry names the exact files one backend needs (never a whole repo when a few files will do:
+a ``subfolder/*`` pattern can double a download). Single-checkpoint backends list exact paths;
+multi-shard diffusers / transformers repos list the patterns of the files they load. Downloads
+resume where they stopped (a ``.part`` file continued with an HTTP Range request, also after the
+process was killed) and are verified (size, and sha256 for LFS files) before an atomic rename.
+``HF_ENDPOINT`` (read at call time) points at a mirror or a local stand-in of the hub.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from r3d.core.errors import R3DError
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One downloadable set of files. ``files`` are exact repo paths; ``patterns`` are globs."""
+
+    name: str
+    repo_id: str
+    description: str
+    licence: str
+    approx_size_gb: float
+    files: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    gated: bool = False
+    used_by: str = ""
+    notes: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+
+_QWEN_VL_FILES = ("*.json", "*.safetensors", "*.txt", "*.jinja")
+
+MANIFEST: dict[str, WeightSpec] = {
+    s.name: s
+    for s in [
+        WeightSpec(
+            "hunyuan3d-2.1",
+            "tencent/Hunyuan3D-2.1",
+            "Hunyuan3D-2.1 shape model (DiT + VAE + DINOv2 conditioner in one ckpt)",
+            "Tencent Hunyuan 3D 2.1 Community (not EU/UK/KR)",
+            7.4,
+            files=("hunyuan3d-dit-v2-1/config.yaml", "hunyuan3d-dit-v2-1/model.fp16.ckpt"),
+            used_by="model: hunyuan3d (recipes/mesh_uni3d.yaml)",
+        ),
+        WeightSpec(
+            "hunyuan3d-2mini",
+            "tencent/Hunyuan3D-2mini",
+            "Hunyuan3D-2mini shape model (0.6B DiT), smaller for tests on one GPU",
+            "Tencent Hunyuan Community",
+            2.3,
+            files=("hunyuan3d-dit-v2-mini/config.yaml", "hunyuan3d-dit-v2-mini/model.fp16.safetensors"),
+            used_by="model: hunyuan3d",
+        ),
+        *[
+            WeightSpec(
+                f"uni3d-{size}",
+                "BAAI/Uni3D",
+                f"Uni3D-{size.upper()} point-cloud encoder (state dict under key 'module')",
+                "MIT",
+                gb,
+                files=(f"modelzoo/uni3d-{size}/model.pt",),
+                used_by="reward: uni3d",
+            )
+            for size, gb in [("ti", 0.03), ("s", 0.1), ("b", 0.4), ("l", 1.2), ("g", 4.1)]
+        ],
+        WeightSpec(
+            "eva02-e-14-plus",
+            "timm/eva02_enormous_patch14_plus_clip_224.laion2b_s9b_b144k",
+            "EVA02-E-14-plus CLIP (open_clip), the text/image tower Uni3D is aligned with",
+            "MIT",
+            10.2,
+            files=("open_clip_pytorch_model.bin", "open_clip_config.json"),
+            used_by="reward: uni3d",
+        ),
+        WeightSpec(
+            "trellis-ss",
+            "microsoft/TRELLIS-image-large",
+            "TRELLIS sparse-structure encoder and decoder (64³ occupancy VAE)",
+            "MIT",
+            0.3,
+            files=(
+                "ckpts/ss_enc_conv3d_16l8_fp16.json",
+                "ckpts/ss_enc_conv3d_16l8_fp16.safetensors",
+                "ckpts/ss_dec_conv3d_16l8_fp16.json",
+                "ckpts/ss_dec_conv3d_16l8_fp16.safetensors",
+            ),
+            used_by="r3d train-vqvae --pretrained DIR/ckpts/ss_{enc,dec}_conv3d_16l8_fp16",
+        ),
+        WeightSpec(
+            "qwen-image-edit",
+            "Qwen/Qwen-Image-Edit",
+            "Qwen-Image-Edit diffusers pipeline (20B MMDiT + Qwen2.5-VL-7B + VAE)",
+            "Apache-2.0",
+            57.7,
+            patterns=("model_index.json", "*/*.json", "*/*.safetensors", "tokenizer/*", "processor/*"),
+            used_by="r3d bench-edit --editor qwen-image-edit",
+        ),
+        *[
+            WeightSpec(
+                f"qwen3-vl-{tag.lower()}",
+                f"Qwen/Qwen3-VL-{tag}-Instruct",
+                f"Qwen3-VL-{tag}-Instruct judge (transformers)",
+                "Apache-2.0",
+                gb,
+                patterns=_QWEN_VL_FILES,
+                used_by="r3d bench-edit --judge",
+            )
+            for tag, gb in [("2B", 4.3), ("4B", 8.9), ("8B", 17.5), ("30B-A3B", 62.0)]
+        ],
+    ]
+}
+
+
+def get_spec(name: str) -> WeightSpec:
+    if name in MANIFEST:
+        return MANIFEST[name]
+    import difflib
+
+    hint = difflib.get_close_matches(name, list(MANIFEST), n=1)
+    more = f"; did you mean '{hint[0]}'?" if hint else ""
+    raise R3DError(f"unknown weights '{name}'{more} (r3d fetch-weights --list shows all)")
+
+
+def default_dir(name: str) -> Path:
+    """Where ``fetch`` puts ``name`` without ``--local-dir``: ``$R3D_HOME/weights/NAME`` (~/.cache/r3d)."""
+    home = Path(os.environ.get("R3D_HOME", Path.home() / ".cache" / "r3d"))
+    return home / "weights" / name
+
+
+def status(spec: WeightSpec, local_dir: str | Path | None = None) -> str:
+    """ "present", "partial" or "missing" (pattern entries: present once a completed listing is there)."""
+    folder = Path(local_dir) if local_dir is not None else default_dir(spec.name)
+    if not spec.files:
+        return "present" if (folder / _COMPLETE).is_file() else "missing"
+    have = sum((folder / f).is_file() for f in spec.files)
+    return "present" if have == len(spec.files) else "partial" if have else "missing"
+
+
+_COMPLETE = ".r3d-complete"
+_CHUNK = 1 << 20
+
+
+def _download_file(url: str, dest: Path, headers: dict[str, str], endpoint: str | None) -> None:
+    """Stream ``url`` into ``dest`` through ``dest.part``, continuing a previous ``.part`` with Range.
+
+    The size (and, for LFS files whose ETag is a sha256, the content hash) is checked before the
+    atomic rename, so ``dest`` is either absent or complete.
+    """
+    import hashlib
+
+    from huggingface_hub import get_hf_file_metadata
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    meta = get_hf_file_metadata(url, headers=headers, endpoint=endpoint)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    start = part.stat().st_size if part.is_file() else 0
+    if meta.size is not None and start > meta.size:
+        part.unlink()
+        start = 0
+    if meta.size is None or start < meta.size:
+        request_headers = dict(headers)
+        if start:
+            request_headers["Range"] = f"bytes={start}-"
+        with get_session().stream(
+            "GET", meta.location, headers=request_headers, follow_redirects=True
+        ) as response:
+            hf_raise_for_status(response)
+            mode = "ab" if start and response.status_code == 206 else "wb"
+            with open(part, mode) as fh:
+                for chunk in response.iter_bytes():
+                    fh.write(chunk)
+    size = part.stat().st_size
+    if meta.size is not None and size != meta.size:
+        raise OSError(
+            f"incomplete download of {dest.name}: {size} of {meta.size} bytes (run again to resume)"
+        )
+    etag = (meta.etag or "").strip('"')
+    if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag):
+        digest = hashlib.sha256()
+        with open(part, "rb") as fh:
+            for block in iter(lambda: fh.read(_CHUNK), b""):
+                digest.update(block)
+        if digest.hexdigest() != etag:
+            part.unlink()
+            raise OSError(f"checksum mismatch for {dest.name}: the partial file was discarded, run again")
+    os.replace(part, dest)
+
+
+def fetch(
+    name: str,
+    local_dir: str | Path | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+) -> Path:
+    """Download the files of ``name`` into ``local_dir`` (default :func:`default_dir`); returns it.
+
+    Files already complete are skipped; an interrupted file continues from its ``.part`` (HTTP
+    Range). Pattern entries list the repo first and fetch the matching files. Errors become
+    one-line ``R3DError`` messages.
+    """
+    from huggingface_hub import HfApi, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    spec = get_spec(name)
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    folder = Path(local_dir) if local_dir is not None else default_dir(spec.name)
+    try:
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            from huggingface_hub.errors import OfflineModeIsEnabled
+
+            raise OfflineModeIsEnabled("offline")
+        files = list(spec.files)
+        if spec.patterns:
+            listing = HfApi(endpoint=endpoint, token=token).model_info(spec.repo_id, revision=revision)
+            names = [s.rfilename for s in listing.siblings or []]
+            files += [
+                n for n in names if any(fnmatch.fnmatch(n, p) for p in spec.patterns) and n not in files
+            ]
+        headers = build_hf_headers(token=token)
+        headers["Accept-Encoding"] = "identity"
+        for filename in files:
+            dest = folder / filename
+            if dest.is_file():
+                continue
+            url = hf_hub_url(spec.repo_id, filename, revision=revision, endpoint=endpoint)
+            _download_file(url, dest, headers, endpoint)
+        if spec.patterns:
+            (folder / _COMPLETE).write_text("\n".join(files) + "\n")
+        return folder
+    except Exception as exc:  # huggingface_hub / httpx raise many error types; map the common ones
+        raise R3DError(explain_download_error(exc, spec)) from None
+
+
+def explain_download_error(exc: Exception, spec: WeightSpec) -> str:
+    from huggingface_hub import errors
+
+    kind = type(exc).__name__
+    if isinstance(exc, errors.GatedRepoError):
+        return (
+            f"{spec.repo_id} is gated: accept its licence on the hub page, then log in "
+            "(`hf auth login`) or set HF_TOKEN"
+        )
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return f"{spec.repo_id} not found or private (check the name, or set HF_TOKEN for a private repo)"
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return f"{spec.repo_id}: revision not found"
+    if isinstance(exc, errors.LocalEntryNotFoundError | errors.OfflineModeIsEnabled):
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            return f"cannot download {spec.name}: HF_HUB_OFFLINE=1 is set (unset it, or copy the files into --local-dir)"
+        return (
+            f"cannot reach the hub to download {spec.name}; you look offline — run again when online "
+            "(downloads resume), or set HF_ENDPOINT to a mirror"
+        )
+    if isinstance(exc, errors.EntryNotFoundError):
+        return f"{spec.repo_id}: a listed file is missing on the hub ({exc})".splitlines()[0]
+    text = str(exc).splitlines()[0] if str(exc) else kind
+    if (
+        any(w in text.lower() for w in ("connect", "resolve", "timed out", "network", "unreachable"))
+        or "Connect" in kind
+    ):
+        return (
+            f"cannot reach the hub to download {spec.name} ({text}); you look offline — "
+            "run again when online (downloads resume), or set HF_ENDPOINT to a mirror"
+        )
+    return f"download of {spec.name} failed: {kind}: {text}"

@@ -50,13 +50,14 @@ app.command("sample")(_sample.sample)
 from r3d.cli import fetch_weights as _fetch  # noqa: E402
 
 app.command("fetch-weights")(_fetch.fetch_weights)
+from r3d.cli import score as _score; app.command("score")(_score.score)  # noqa: E402, E702, I001  # fmt: skip
 # </register>
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # non-standalone click returns typer.Exit codes
     except R3DError as exc:
         if _DEBUG:
             raise
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

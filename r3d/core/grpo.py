@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from peft import LoraConfig, get_peft_model
 
+from r3d.core import distributed as dist
 from r3d.core.advantages import PerPromptStatTracker
 from r3d.core.checkpoint import load_adapter_weights, load_state, save_checkpoint
 from r3d.core.config import GRPORecipe
@@ -57,16 +58,26 @@ class GRPOTrainer:
         self.cfg = recipe
         self.policy = policy
         self.rewards = rewards
+        dist.init_from_env()
+        self.world, self.rank = dist.world_size(), dist.rank()
+        self.main = self.rank == 0
         self.run_dir = Path(run_dir)
-        self.log = log
+        self.log = log if self.main else (lambda _: None)
         self.preview = preview or getattr(policy, "save_preview", None)
         self.progress = progress
         t = recipe.train
         self.peft = attach_lora(policy, t.lora.rank, t.lora.alpha, t.lora.target_modules)
-        params = [p for p in self.peft.parameters() if p.requires_grad]
-        if not params:
+        self.params = [p for p in self.peft.parameters() if p.requires_grad]
+        if not self.params:
             raise R3DError("LoRA found no trainable parameters; check train.lora.target_modules")
-        self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay)
+        n_samples = t.prompts_per_iteration * t.group_size
+        if n_samples % self.world:
+            raise R3DError(
+                f"prompts_per_iteration × group_size = {n_samples} must divide by the {self.world} processes"
+            )
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay
+        )
         self.tracker = PerPromptStatTracker(
             buffer_size=t.buffer_size,
             min_count=t.buffer_min_count,
@@ -89,7 +100,9 @@ class GRPOTrainer:
             "tracker": self.tracker.state_dict(),
         }
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        if not self.main:
+            return None
         path = save_checkpoint(self.run_dir / "checkpoint", self.peft, self.state_dict())
         self.log(f"checkpoint saved at iteration {self.iteration}: {path}")
         return path
@@ -104,10 +117,13 @@ class GRPOTrainer:
         self.tracker.load_state_dict(state["tracker"])
         self.iteration = int(state["iteration"])
         # Metrics logged after the checkpoint belong to work that is redone now.
-        kept = [
-            r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("iteration", 0) <= self.iteration
-        ]
-        atomic_write_text(self.run_dir / "metrics.jsonl", "".join(_json_line(r) for r in kept))
+        if self.main:
+            kept = [
+                r
+                for r in read_jsonl(self.run_dir / "metrics.jsonl")
+                if r.get("iteration", 0) <= self.iteration
+            ]
+            atomic_write_text(self.run_dir / "metrics.jsonl", "".join(_json_line(r) for r in kept))
         self.log(f"resumed from {ckpt} at iteration {self.iteration}")
 
     # ----------------------------------------------------------------- rollout
@@ -146,14 +162,17 @@ class GRPOTrainer:
         noise: torch.Tensor,
         kernel: str,
         sde_steps: torch.Tensor,
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
         schedule: Schedule | None = None,
     ) -> dict[str, Any]:
+        """Sample ``prompts`` from ``noise`` chunk by chunk (``train.batch_size``); ``generator`` is
+        one generator or one per sample."""
         schedule = schedule or self.schedule
         cond = self.policy.encode_prompts(prompts)
         trajs = []
         for idx in self._chunks(len(prompts)):
             c = self.policy.select_cond(cond, idx)
+            gen = [generator[int(i)] for i in idx] if isinstance(generator, list) else generator
             trajs.append(
                 sample(
                     self.policy,
@@ -163,7 +182,7 @@ class GRPOTrainer:
                     kernel=kernel,
                     noise_level=self.cfg.sampler.noise_level,
                     sde_steps=sde_steps,
-                    generator=generator,
+                    generator=gen,
                 )
             )
         return {
@@ -237,17 +256,16 @@ class GRPOTrainer:
                     for key, value in m.items():
                         sums[key] = sums.get(key, 0.0) + float(value)
                     count += 1
+                dist.average_gradients(self.params)
                 if t.max_grad_norm is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(
-                        [p for p in self.peft.parameters() if p.requires_grad], t.max_grad_norm
-                    )
+                    norm = torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)
                     sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * len(steps)
                 self.optimizer.step()
         metrics = {k: v / count for k, v in sums.items()}
         ratios = torch.cat(first_ratios)
         metrics["ratio_first_step_mean"] = float(ratios.mean())
         metrics["ratio_first_step_maxdev"] = float((ratios - 1).abs().max())
-        return metrics
+        return dist.average_scalars(metrics)
 
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -265,35 +283,45 @@ class GRPOTrainer:
         total, comps = self.rewards(artifacts, prompts)
         metrics = {"eval/reward": float(total.mean())}
         metrics.update({f"eval/{k}": float(v.mean()) for k, v in comps.items()})
-        if self.preview is not None:
+        if self.preview is not None and self.main:
             labels = [f"{p} | {float(r):.2f}" for p, r in zip(prompts, total, strict=True)]
             self.preview(artifacts, labels, self.run_dir / f"samples_{tag}.png")
         return metrics
 
     # ----------------------------------------------------------------- loop
     def run_iteration(self) -> dict[str, float]:
+        """One GRPO iteration over the global batch; this rank samples and trains its slice."""
         t = self.cfg.train
         metrics: dict[str, float] = {"iteration": self.iteration + 1}
         tic = time.perf_counter()
         prompts_once = self._choose_prompts()
-        prompts = [p for p in prompts_once for _ in range(t.group_size)]
+        all_prompts = [p for p in prompts_once for _ in range(t.group_size)]
         sde_steps = self._sde_steps()
         noise = self._noise(len(prompts_once), t.group_size, self.sample_gen, self.cfg.sampler.shared_noise)
-        roll = self.rollout(prompts, noise, self.cfg.sampler.kernel, sde_steps, self.sample_gen)
+        # One noise stream per global sample: results do not depend on chunking or process count.
+        base = int(torch.randint(0, 2**62, (1,), generator=self.sample_gen))
+        n_local = len(all_prompts) // self.world
+        mine = range(self.rank * n_local, (self.rank + 1) * n_local)
+        prompts = [all_prompts[i] for i in mine]
+        gens = [torch.Generator().manual_seed(base + i) for i in mine]
+        roll = self.rollout(prompts, noise[mine.start : mine.stop], self.cfg.sampler.kernel, sde_steps, gens)
         metrics["time/sample_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
         artifacts = self.policy.decode(roll["latents"][:, -1])
         metrics["time/decode_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
         total, comps = self.rewards(artifacts, prompts)
+        total = dist.gather_cat(total)
+        comps = {k: dist.gather_cat(comps[k]) for k in sorted(comps)}
         metrics["time/reward_s"] = time.perf_counter() - tic
-        stats = self.tracker.update(prompts, total)
+        stats = self.tracker.update(all_prompts, total)
         metrics["reward"] = float(total.mean())
         metrics["reward_std"] = float(total.std(unbiased=False))
         metrics.update({f"reward/{k}": float(v.mean()) for k, v in comps.items()})
         metrics["zero_variance_groups"] = stats.zero_variance_fraction
         tic = time.perf_counter()
-        metrics.update(self.update(roll, stats.advantages, self._train_steps(roll["has_density"])))
+        advantages = stats.advantages[mine.start : mine.stop]
+        metrics.update(self.update(roll, advantages, self._train_steps(roll["has_density"])))
         metrics["time/train_s"] = time.perf_counter() - tic
         self.iteration += 1
         return metrics
@@ -306,17 +334,19 @@ class GRPOTrainer:
 
     def train(self, resume: bool = False) -> list[dict[str, float]]:
         """Run until ``train.iterations``; returns the metrics records of this call."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self.resume()
-        else:
-            if (self.run_dir / "checkpoint").exists():
-                raise R3DError(
-                    f"{self.run_dir} already holds a run; use --resume {self.run_dir} or another --out"
-                )
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        save_resolved(self.cfg, self.run_dir / "recipe.yaml")
-        writer = _tensorboard(self.run_dir / "tb")
+        elif (self.run_dir / "checkpoint").exists():
+            raise R3DError(
+                f"{self.run_dir} already holds a run; use --resume {self.run_dir} or another --out"
+            )
+        writer = None
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            save_resolved(self.cfg, self.run_dir / "recipe.yaml")
+            writer = _tensorboard(self.run_dir / "tb")
         records: list[dict[str, float]] = []
         previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
         try:
@@ -334,6 +364,7 @@ class GRPOTrainer:
                 self._record(metrics, records, writer)
                 if self.progress:
                     self.progress(self.iteration, total, metrics)
+                self._stop_requested = dist.any_rank(self._stop_requested)
                 if last or self._stop_requested or self.iteration % self.cfg.checkpoint.every == 0:
                     self.save()
                 if self._stop_requested:
@@ -348,6 +379,8 @@ class GRPOTrainer:
 
     def _record(self, metrics: dict[str, float], records: list, writer: Any) -> None:
         records.append(metrics)
+        if not self.main:
+            return
         append_jsonl(self.run_dir / "metrics.jsonl", metrics)
         if writer is not None:
             for key, value in metrics.items():

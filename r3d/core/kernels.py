@@ -10,13 +10,15 @@ Every kernel is a pure fp32 function of its inputs and returns a :class:`StepOut
   the clip range independent of the latent size), ``"sum"`` or ``"none"`` (elementwise, e.g. for a
   masked mean by the caller). ``prev_sample`` is detached inside the log-density, as in the
   reference implementations: gradients flow through ``mean`` and ``std`` only.
-- Given ``prev_sample`` the kernel evaluates its log-probability instead of sampling.
+- Given ``prev_sample`` the kernel evaluates its log-probability instead of sampling; otherwise
+  the noise comes from ``generator`` (one ``torch.Generator``, or one per sample).
 - A deterministic transition (std = 0, e.g. noise level 0) has no density: ``log_prob`` is zero.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,16 +69,35 @@ def gaussian_log_prob(
     return log_prob.mean(dim=dims) if reduce == "mean" else log_prob.sum(dim=dims)
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def standard_normal(
+    shape: torch.Size, generator: Generators, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """N(0, I) noise of ``shape``; a sequence of generators draws sample i from generator i.
+
+    Per-sample generators make a sample's noise independent of how a batch is split into chunks
+    or across processes (multi-process runs reproduce single-process ones).
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in generator]).to(
+        device
+    )
+
+
 def _finish(
     mean: torch.Tensor,
     std: torch.Tensor,
     prev_sample: torch.Tensor | None,
-    generator: torch.Generator | None,
+    generator: Generators,
     reduce: Reduce,
 ) -> StepOutput:
     if prev_sample is None:
-        noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32, device=mean.device)
-        prev_sample = mean + std * noise
+        prev_sample = mean + std * standard_normal(mean.shape, generator, mean.device)
     else:
         prev_sample = prev_sample.float()
     return StepOutput(prev_sample, gaussian_log_prob(prev_sample, mean, std, reduce), mean, std)
@@ -98,7 +119,7 @@ def flow_sde_step(
     sigma_next,
     noise_level: float = 0.7,
     prev_sample: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     sigma_max: float | None = None,
     reduce: Reduce = "mean",
 ) -> StepOutput:
@@ -132,7 +153,7 @@ def flow_cps_step(
     sigma_next,
     noise_level: float = 0.7,
     prev_sample: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     reduce: Reduce = "mean",
 ) -> StepOutput:
     """Coefficients-preserving sampling (Flow-GRPO ``sde_type="cps"``).
@@ -157,7 +178,7 @@ def dance_sde_step(
     sigma_next,
     eta: float = 0.3,
     prev_sample: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     reduce: Reduce = "mean",
 ) -> StepOutput:
     """DanceGRPO's SDE step.
@@ -196,7 +217,7 @@ def ddim_step(
     eta: float,
     prediction_type: PredictionType = "epsilon",
     prev_sample: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     reduce: Reduce = "mean",
     clip_sample: float | None = None,
 ) -> StepOutput:

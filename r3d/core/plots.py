@@ -28,7 +28,12 @@ def reward_curves(run_dir: str | Path, path: str | Path | None = None) -> Path |
         mean = [r["reward"] for r in train]
         std = [r.get("reward_std", 0.0) for r in train]
         ax.plot(it, mean, label="train reward (mean)")
-        ax.fill_between(it, [m - s for m, s in zip(mean, std, strict=True)], [m + s for m, s in zip(mean, std, strict=True)], alpha=0.2)
+        ax.fill_between(
+            it,
+            [m - s for m, s in zip(mean, std, strict=True)],
+            [m + s for m, s in zip(mean, std, strict=True)],
+            alpha=0.2,
+        )
     if evals:
         ax.plot(
             [r["iteration"] for r in evals], [r["eval/reward"] for r in evals], "o-", label="held-out reward"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -43,9 +44,28 @@ def resolve(name: str, table: dict[str, str], kind: str) -> Callable[..., Any]:
         raise R3DError(f"{kind} '{name}': {module_name} has no attribute {attr}") from None
 
 
+def check_options(factory: Callable[..., Any], options: dict[str, Any], what: str) -> None:
+    """Unknown keyword options of ``factory`` → R3DError with a did-you-mean."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in options:
+        if key not in params:
+            hint = difflib.get_close_matches(key, list(params), n=1)
+            more = f"; did you mean '{hint[0]}'?" if hint else f"; options: {', '.join(params) or '(none)'}"
+            raise R3DError(f"{what} has no option '{key}'{more}")
+
+
 def build_policy(name: str, **options: Any) -> Any:
-    return resolve(name, POLICIES, "policy")(**options)
+    factory = resolve(name, POLICIES, "policy")
+    check_options(factory, options, f"policy '{name}'")
+    return factory(**options)
 
 
 def build_reward(name: str, **options: Any) -> Any:
-    return resolve(name, REWARDS, "reward")(**options)
+    factory = resolve(name, REWARDS, "reward")
+    check_options(factory, options, f"reward '{name}'")
+    return factory(**options)

@@ -11,7 +11,15 @@ from typing import Any
 
 import torch
 
-from r3d.core.kernels import StepOutput, dance_sde_step, ddim_step, flow_cps_step, flow_sde_step, ode_step
+from r3d.core.kernels import (
+    Generators,
+    StepOutput,
+    dance_sde_step,
+    ddim_step,
+    flow_cps_step,
+    flow_sde_step,
+    ode_step,
+)
 
 
 @dataclass
@@ -52,7 +60,7 @@ def transition(
     kernel: str,
     noise_level: float,
     prev_sample: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> StepOutput:
     """Step ``step`` (x at points[step] → points[step + 1]) for a batch; kernel "ode" is deterministic.
 
@@ -121,7 +129,7 @@ def sample(
     kernel: str,
     noise_level: float,
     sde_steps: torch.Tensor | None,
-    generator: torch.Generator | None,
+    generator: Generators,
 ) -> Trajectory:
     """Run the sampler from ``noise``; steps where ``sde_steps`` is True use ``kernel``, others ODE."""
     t_count = schedule.num_steps

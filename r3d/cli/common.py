@@ -15,7 +15,7 @@ SetOption = Annotated[
     typer.Option(
         "--set",
         help="Override a recipe field, e.g. --set train.lr=3e-4 --set rewards.geometry.weight=0.5 "
-        "(values are YAML: numbers, true/false, [lists]). Repeatable.",
+        "(values are YAML: numbers, true/false, \\[lists]). Repeatable.",
         show_default=False,
     ),
 ]

@@ -1,0 +1,24 @@
+"""bench-edit: edit a benchmark with a diffusers editor, score the edits with a VLM judge, report.
+
+Public API: :func:`parse_score`, :func:`run_bench`, :class:`BenchEditConfig`, :func:`load_dataset`.
+Heavy modules (diffusers, transformers) load only when a phase needs them.
+"""
+
+from r3d.edit.config import BenchEditConfig, EditorConfig, JudgeConfig, OpenAIEndpoint
+from r3d.edit.dataset import CATEGORIES, EditSample, load_dataset
+from r3d.edit.parsing import parse_score, parse_score_explained
+from r3d.edit.runner import RunResult, run_bench
+
+__all__ = [
+    "CATEGORIES",
+    "BenchEditConfig",
+    "EditSample",
+    "EditorConfig",
+    "JudgeConfig",
+    "OpenAIEndpoint",
+    "RunResult",
+    "load_dataset",
+    "parse_score",
+    "parse_score_explained",
+    "run_bench",
+]

@@ -62,8 +62,37 @@ class LoraConfig(StrictModel):
     target_modules: list[str] | None = Field(None, description="None = the adapter's lora_target_modules.")
 
 
+class NablaConfig(StrictModel):
+    """Reward-gradient alignment (Nabla-R2D3) knobs, used when ``train.algorithm: nabla``."""
+
+    reward_scale: float = Field(
+        1.0, ge=0, description="β: strength of ∇log R in the target transition score."
+    )
+    unet_reg_scale: float = Field(
+        0.0, ge=0, description="Proximal term to the previous iterate's transition mean."
+    )
+    reward_norm_clip: bool = Field(True, description="Clip the per-sample reward-gradient norm.")
+    reward_norm_value: float = Field(1.0, gt=0, description="Norm threshold of reward_norm_clip.")
+    alpha_adaptive: bool = Field(
+        False, description="Scale the reward gradient by the step's signal level (1 − σ)."
+    )
+    random_view: float = Field(
+        20.0, ge=0, description="Camera jitter in degrees for rendered rewards (0 = off)."
+    )
+    memo_efficient_mode: bool = Field(
+        False, description="Evaluate the differentiable reward two samples at a time."
+    )
+    reward_context: bool = Field(
+        True, description="False stops the reward gradient (ablation: proximal term only)."
+    )
+    apply_reward_threshold: bool = Field(
+        False, description="Drop samples whose reward is below reward_threshold."
+    )
+    reward_threshold: float = Field(0.0, description="Threshold of apply_reward_threshold.")
+
+
 class TrainConfig(StrictModel):
-    algorithm: Literal["grpo"] = "grpo"
+    algorithm: Literal["grpo", "nabla"] = Field("grpo", description="grpo (PPO-clip on log-ratios) or nabla.")
     iterations: int = Field(20, ge=1)
     prompts_per_iteration: int = Field(4, ge=1, description="Distinct prompts per iteration (groups).")
     group_size: int = Field(8, ge=2, description="Samples per prompt (the GRPO group).")
@@ -120,6 +149,7 @@ class GRPORecipe(StrictModel):
         ..., min_length=1, description="Reward name → weight and options."
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
+    nabla: NablaConfig = Field(default_factory=NablaConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 

@@ -41,10 +41,12 @@ def save_artifact(artifact: Any, stem: Path, fmt: str) -> Path | None:
     return path
 
 
-def preview(artifacts: list[Any], labels: list[str], path: Path) -> Path | None:
-    """A contact sheet PNG of the artifacts (meshes rendered on the CPU)."""
+def preview(artifacts: list[Any], labels: list[str], path: Path, policy: Any = None) -> Path | None:
+    """A contact sheet PNG of the artifacts: meshes rendered on the CPU, anything else drawn by the
+    policy's own ``save_preview(artifacts, labels, path)`` when it has one."""
     if artifacts and all(a is None or _is_mesh(a) for a in artifacts):
         from r3d.mesh.render import contact_sheet
 
         return contact_sheet(artifacts, labels, path)
-    return None
+    saver = getattr(policy, "save_preview", None)
+    return saver(artifacts, labels, path) if saver is not None else None

@@ -19,7 +19,7 @@ from r3d.core.plots import reward_curves
 from r3d.core.recipe import apply_overrides, load_recipe, read_yaml, validate
 from r3d.core.registry import build_policy, build_reward
 from r3d.core.rewards import RewardMix
-from r3d.core.rollout import make_schedule, sample
+from r3d.core.rollout import decode, make_schedule, sample
 
 
 def load_grpo(
@@ -58,7 +58,12 @@ def make_trainer(
         torch.set_num_threads(cfg.run.threads)
     policy = build_policy(cfg.model.name, **cfg.model.options)
     policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)  # fail early on a bad prompt
-    return GRPOTrainer(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=preview, progress=progress)
+    trainer_cls = GRPOTrainer
+    if cfg.train.algorithm == "nabla":
+        from r3d.core.nabla import NablaTrainer
+
+        trainer_cls = NablaTrainer
+    return trainer_cls(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=preview, progress=progress)
 
 
 def finish_run(run_dir: Path) -> dict[str, Any]:
@@ -124,7 +129,7 @@ def generate(
         traj = sample(
             policy, schedule, cond, noise, kernel="ode", noise_level=0.0, sde_steps=None, generator=None
         )
-        artifacts = policy.decode(traj.latents[:, -1])
+        artifacts = decode(policy, traj.latents[:, -1], cond)
     elapsed = time.perf_counter() - tic
     out.mkdir(parents=True, exist_ok=True)
     scores: dict[str, list[float]] = {}
@@ -141,7 +146,7 @@ def generate(
     labels = [
         " ".join([p] + [f"{k[:3]}={v[i]:.2f}" for k, v in scores.items()]) for i, p in enumerate(all_prompts)
     ]
-    sheet = preview(artifacts, labels, out / "contact_sheet.png")
+    sheet = preview(artifacts, labels, out / "contact_sheet.png", policy)
     result = {
         "items": items,
         "sheet": str(sheet) if sheet else None,

@@ -27,7 +27,7 @@ from r3d.core.io import append_jsonl, atomic_write_text, read_jsonl
 from r3d.core.losses import gaussian_kl, grpo_policy_loss
 from r3d.core.recipe import save_resolved
 from r3d.core.rewards import RewardMix
-from r3d.core.rollout import Schedule, make_schedule, sample, transition
+from r3d.core.rollout import Schedule, decode, make_schedule, sample, transition
 
 Logger = Callable[[str], None]
 
@@ -279,7 +279,7 @@ class GRPOTrainer:
         kernel = "ode" if s.eval_kernel == "ode" else s.kernel
         sde = torch.ones(schedule.num_steps, dtype=torch.bool)
         roll = self.rollout(prompts, noise, kernel, sde, gen, schedule)
-        artifacts = self.policy.decode(roll["latents"][:, -1])
+        artifacts = decode(self.policy, roll["latents"][:, -1], roll["cond"])
         total, comps = self.rewards(artifacts, prompts)
         metrics = {"eval/reward": float(total.mean())}
         metrics.update({f"eval/{k}": float(v.mean()) for k, v in comps.items()})
@@ -307,7 +307,7 @@ class GRPOTrainer:
         roll = self.rollout(prompts, noise[mine.start : mine.stop], self.cfg.sampler.kernel, sde_steps, gens)
         metrics["time/sample_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        artifacts = self.policy.decode(roll["latents"][:, -1])
+        artifacts = decode(self.policy, roll["latents"][:, -1], roll["cond"])
         metrics["time/decode_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
         total, comps = self.rewards(artifacts, prompts)

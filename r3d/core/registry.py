@@ -23,6 +23,11 @@ REWARDS: dict[str, str] = {
     "geometry": "r3d.rewards.geometry:GeometryReward",
     "normal": "r3d.rewards.normal:NormalReward",
     "semantic": "r3d.rewards.semantic:SemanticReward",
+    "motion_matching": "r3d.rewards.motion:MotionMatchingReward",
+    "motion_rprecision": "r3d.rewards.motion:MotionRPrecisionReward",
+    "motion_combined": "r3d.rewards.motion:MotionCombinedReward",
+    "tmr_cosine": "r3d.rewards.motion:TMRCosineReward",
+    "tmr_matching": "r3d.rewards.motion:TMRMatchingReward",
 }
 
 

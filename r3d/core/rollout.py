@@ -104,6 +104,15 @@ def transition(
     return step_out
 
 
+def decode(policy: Any, x: torch.Tensor, cond: Any) -> list[Any]:
+    """``policy.decode(x, cond)`` when the adapter takes the conditions (e.g. motion lengths), else ``decode(x)``."""
+    import inspect
+
+    if len(inspect.signature(policy.decode).parameters) >= 2:
+        return policy.decode(x, cond)
+    return policy.decode(x)
+
+
 @dataclass
 class Trajectory:
     """A batch of sampled trajectories.

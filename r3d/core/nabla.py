@@ -1,0 +1,278 @@
+"""The Nabla trainer (``train.algorithm: nabla``): reward-gradient alignment of a diffusion / flow policy.
+
+Same loop as :class:`r3d.core.grpo.GRPOTrainer` (rollout → rewards → update → eval → checkpoint, the
+same ``transition`` for sampling and training, resumable, multi-process); only the update differs. For
+each mini-batch and each selected step x → x' of the rollout:
+
+1. reward gradient: x̂₀(x') by the current policy (x̂₀ = x' at the last point), differentiable decode
+   and rendering, log R = Σ_k w_k·R_k (the recipe's weighted rewards, each with ``score_latents``),
+   g = β·∇_{x'} log R with per-sample norm clipping, optionally scaled by the signal level of x'
+   ((1 − σ')² for flows, ᾱ' for DDPM models: Nabla-R2D3's ᾱ-adaptive "squared" mode);
+2. the reference transition (LoRA disabled, no grad) and the policy transition at the same x, x';
+3. loss = mean((μ_θ − μ_ref)/s² − g)²  (:func:`r3d.core.nabla_loss.nabla_loss`)
+   + ``unet_reg_scale`` · KL(N(μ_θ, s²) ‖ N(μ_prev, s²)), the proximal term to the previous iterate
+   (μ_prev: the transition means of the rollout policy, computed before the first optimizer step).
+
+Steps are chosen by stratified sampling: ``round(timestep_fraction × n)`` strata of the trainable steps,
+one step drawn in each (Nabla-R2D3's low-variance subsampling). ``nabla.random_view`` jitters the
+reward cameras, ``nabla.memo_efficient_mode`` evaluates the reward gradient two samples at a time,
+``nabla.reward_context: false`` stops the gradient through reward targets built from the renders
+(e.g. the depth normals of normal consistency), ``nabla.apply_reward_threshold`` drops samples whose
+rollout reward is below ``reward_threshold`` from the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from r3d.core import distributed as dist
+from r3d.core.checkpoint import load_state
+from r3d.core.errors import R3DError
+from r3d.core.grpo import GRPOTrainer
+from r3d.core.kernels import predict_x0_eps
+from r3d.core.losses import gaussian_kl
+from r3d.core.nabla_loss import nabla_loss, reward_score
+from r3d.core.rewards import RewardMix
+from r3d.core.rollout import transition
+
+
+@runtime_checkable
+class LatentReward(Protocol):
+    """A reward differentiable with respect to a policy's clean latents (B, ...) → (B,)."""
+
+    name: str
+
+    def score_latents(
+        self,
+        policy: Any,
+        x0: torch.Tensor,
+        prompts: Sequence[str],
+        *,
+        generator: torch.Generator | None = None,
+        view_jitter_deg: float = 0.0,
+        detach_targets: bool = False,
+    ) -> torch.Tensor: ...
+
+
+class _RecordedMix:
+    """A RewardMix that remembers its last totals (the rollout rewards, read by the update)."""
+
+    def __init__(self, mix: RewardMix) -> None:
+        self.mix = mix
+        self.last_total: torch.Tensor | None = None
+
+    def __call__(self, artifacts: Sequence[Any], prompts: Sequence[str]) -> Any:
+        total, comps = self.mix(artifacts, prompts)
+        self.last_total = total
+        return total, comps
+
+
+def stratified_steps(candidates: torch.Tensor, fraction: float, generator: torch.Generator) -> list[int]:
+    """``round(fraction·n)`` (≥ 1) of the n ``candidates``: one drawn uniformly in each of as many
+    contiguous, near-equal strata, so high- and low-noise steps are both always represented."""
+    n = candidates.numel()
+    k = min(n, max(1, round(fraction * n)))
+    picked = []
+    for stratum in torch.arange(n).tensor_split(k):
+        j = int(torch.randint(len(stratum), (1,), generator=generator))
+        picked.append(int(candidates[stratum[j]]))
+    return picked
+
+
+class NablaTrainer(GRPOTrainer):
+    """GRPOTrainer with the Nabla-R2D3 update (see the module docstring)."""
+
+    def __init__(self, recipe: Any, policy: Any, rewards: RewardMix, *args: Any, **kwargs: Any) -> None:
+        super().__init__(recipe, policy, rewards, *args, **kwargs)
+        self.nabla = recipe.nabla
+        self.rewards = _RecordedMix(rewards)
+        self.grad_rewards = [(r, w) for r, w in zip(rewards.rewards, rewards.weights, strict=True) if w != 0]
+        for reward, _ in self.grad_rewards:
+            if not isinstance(reward, LatentReward) or not getattr(reward, "differentiable", True):
+                raise R3DError(
+                    f"train.algorithm nabla needs differentiable rewards; '{reward.name}' has no score_latents "
+                    "(give it weight 0 to only log it, or use a render-based reward such as silhouette)"
+                )
+        self.view_gen = torch.Generator().manual_seed(recipe.run.seed + 2_000_003)
+        self.reward_evals = 0
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["view_gen"] = self.view_gen.get_state()
+        state["reward_evals"] = self.reward_evals
+        return state
+
+    def resume(self) -> None:
+        super().resume()
+        state = load_state(self.run_dir / "checkpoint")
+        self.view_gen.set_state(state["view_gen"])
+        self.reward_evals = int(state["reward_evals"])
+
+    # ----------------------------------------------------------------- rollout
+    def rollout(self, prompts: list[str], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        roll = super().rollout(prompts, *args, **kwargs)
+        roll["prompts"] = list(prompts)
+        return roll
+
+    def _train_steps(self, has_density: torch.Tensor) -> list[int]:
+        candidates = torch.nonzero(has_density).flatten()
+        if candidates.numel() == 0:
+            raise R3DError(
+                "no trainable steps: the SDE window holds only steps with std 0 (widen sampler.sde_window)"
+            )
+        return stratified_steps(candidates, self.cfg.train.timestep_fraction, self.train_gen)
+
+    # ----------------------------------------------------------------- reward gradient
+    def predict_x0(self, point: int, x: torch.Tensor, cond: Any) -> torch.Tensor:
+        """The policy's clean-sample prediction x̂₀ at schedule point ``point`` (x itself at the end)."""
+        sched = self.schedule
+        if point == sched.num_steps:
+            return x
+        b = x.shape[0]
+        if sched.kind == "flow":
+            sigma = sched.points[point]
+            if float(sigma) == 0.0:
+                return x
+            return x - sigma * self.policy.velocity(x, sigma.expand(b), cond)
+        out = self.policy.predict(x, sched.timesteps[point].expand(b), cond)
+        alpha_bar = sched.points[point].to(x).reshape(1, *([1] * (x.ndim - 1)))
+        return predict_x0_eps(out, x, alpha_bar, self.policy.prediction_type)[0]
+
+    def signal_level(self, point: int) -> float:
+        """(1 − σ)² (flow) or ᾱ (DDPM) at schedule point ``point``: 1 at clean data."""
+        p = float(self.schedule.points[point])
+        return (1.0 - p) ** 2 if self.schedule.kind == "flow" else p
+
+    def log_reward(self, x0: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Σ_k w_k·R_k(x0) (B,), differentiable through the rewards' ``score_latents``."""
+        nb = self.nabla
+        total = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
+        for reward, weight in self.grad_rewards:
+            total = total + weight * reward.score_latents(
+                self.policy,
+                x0,
+                prompts,
+                generator=self.view_gen,
+                view_jitter_deg=nb.random_view,
+                detach_targets=not nb.reward_context,
+            )
+        return total
+
+    def reward_gradient(
+        self, point: int, x: torch.Tensor, cond: Any, prompts: Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∇_x log R(x̂₀(x)) (B, ...), log R (B,)) at schedule point ``point``; no parameter gradients."""
+        size = 2 if self.nabla.memo_efficient_mode else x.shape[0]
+        grads, values = [], []
+        for sub in torch.arange(x.shape[0]).split(size):
+            xs = x[sub].detach().requires_grad_(True)
+            with torch.enable_grad():
+                x0 = self.predict_x0(point, xs, self.policy.select_cond(cond, sub))
+                value = self.log_reward(x0, [prompts[int(i)] for i in sub])
+                (grad,) = torch.autograd.grad(value.sum(), xs)
+            grads.append(grad)
+            values.append(value.detach())
+        self.reward_evals += x.shape[0] * self.world
+        return torch.cat(grads), torch.cat(values)
+
+    # ----------------------------------------------------------------- update
+    def _keep(self, n: int) -> torch.Tensor:
+        nb = self.nabla
+        if not nb.apply_reward_threshold:
+            return torch.ones(n)
+        if self.rewards.last_total is None or self.rewards.last_total.shape[0] != n:
+            raise R3DError("nabla.apply_reward_threshold: the rollout rewards are not available")
+        return (self.rewards.last_total >= nb.reward_threshold).float()
+
+    @torch.no_grad()
+    def _previous_means(self, roll: dict[str, Any], steps: list[int], chunks: list[torch.Tensor]) -> dict:
+        s = self.cfg.sampler
+        means = {}
+        for ci, idx in enumerate(chunks):
+            cond = self.policy.select_cond(roll["cond"], idx)
+            for step in steps:
+                out = transition(
+                    self.policy,
+                    self.schedule,
+                    step,
+                    roll["latents"][idx, step],
+                    cond,
+                    kernel=s.kernel,
+                    noise_level=s.noise_level,
+                    prev_sample=roll["latents"][idx, step + 1],
+                )
+                means[ci, step] = out.mean
+        return means
+
+    def update(self, roll: dict[str, Any], advantages: torch.Tensor, steps: list[int]) -> dict[str, float]:
+        t, s, nb = self.cfg.train, self.cfg.sampler, self.nabla
+        n = advantages.shape[0]
+        chunks = self._chunks(n)
+        keep = self._keep(n)
+        self.reward_evals += n * self.world  # the rollout's rewards
+        previous = self._previous_means(roll, steps, chunks) if nb.unet_reg_scale > 0 else None
+        sums: dict[str, float] = {}
+        count = 0
+        for epoch in range(t.inner_epochs):
+            order = (
+                range(len(chunks))
+                if epoch == 0
+                else torch.randperm(len(chunks), generator=self.train_gen).tolist()
+            )
+            for ci in order:
+                idx = chunks[ci]
+                cond = self.policy.select_cond(roll["cond"], idx)
+                prompts = [roll["prompts"][int(i)] for i in idx]
+                weight = keep[idx]
+                self.optimizer.zero_grad(set_to_none=True)
+                for step in steps:
+                    x, x_next = roll["latents"][idx, step], roll["latents"][idx, step + 1]
+                    m: dict[str, torch.Tensor] = {}
+                    if nb.reward_scale > 0:
+                        grad, value = self.reward_gradient(step + 1, x_next, cond, prompts)
+                        signal = None
+                        if nb.alpha_adaptive:
+                            signal = torch.full((len(idx),), self.signal_level(step + 1))
+                        clip = nb.reward_norm_value if nb.reward_norm_clip else None
+                        target, stats = reward_score(grad, nb.reward_scale, clip, signal)
+                        m["reward_pred"] = value.mean()
+                        m["reward_grad_norm"] = stats["norm"].mean()
+                        m["reward_clip_frac"] = stats["clipped"].mean()
+                    else:
+                        target = torch.zeros_like(x_next)
+                    kw = {"kernel": s.kernel, "noise_level": s.noise_level, "prev_sample": x_next}
+                    with torch.no_grad(), self.peft.disable_adapter():
+                        ref = transition(self.policy, self.schedule, step, x, cond, **kw)
+                    out = transition(self.policy, self.schedule, step, x, cond, **kw)
+                    per_sample, residual_norm = nabla_loss(out.mean, ref.mean, out.std, target)
+                    import os
+                    if os.environ.get("NABLA_KL"):
+                        per_sample = per_sample * (out.std.flatten(1)[:, 0] ** 2)
+                    m["nabla_loss"] = per_sample.detach().mean()
+                    m["score_residual_norm"] = residual_norm.mean()
+                    m["target_norm"] = target.flatten(1).norm(dim=1).mean()
+                    if previous is not None:
+                        prox = gaussian_kl(out.mean, previous[ci, step], out.std)
+                        per_sample = per_sample + nb.unet_reg_scale * prox
+                        m["proximal_kl"] = prox.detach().mean()
+                    loss = (per_sample * weight).sum() / weight.sum().clamp_min(1.0)
+                    (loss / len(steps)).backward()
+                    m["loss"] = loss.detach()
+                    for key, value_ in m.items():
+                        sums[key] = sums.get(key, 0.0) + float(value_)
+                    count += 1
+                dist.average_gradients(self.params)
+                if t.max_grad_norm is not None:
+                    norm = torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)
+                    sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * len(steps)
+                self.optimizer.step()
+        metrics = {k: v / count for k, v in sums.items()}
+        metrics["kept_fraction"] = float(keep.mean())
+        metrics["train_steps"] = float(len(steps))
+        metrics = dist.average_scalars(metrics)
+        metrics["reward_evals"] = float(self.reward_evals)
+        return metrics

@@ -1,0 +1,1 @@
+"""Text-to-motion: HumanML3D feature representation, synthetic data, evaluators and MDM-protocol metrics."""

@@ -17,12 +17,14 @@ from r3d.core.errors import R3DError
 POLICIES: dict[str, str] = {
     "tiny_shapes": "r3d.models.tiny_shapes:load_tiny_shapes",
     "tiny_motion": "r3d.models.mdm:load_tiny_motion",
+    "hunyuan3d": "r3d.models.hunyuan3d:load_hunyuan3d_policy",
 }
 
 REWARDS: dict[str, str] = {
     "geometry": "r3d.rewards.geometry:GeometryReward",
     "normal": "r3d.rewards.normal:NormalReward",
     "semantic": "r3d.rewards.semantic:SemanticReward",
+    "uni3d": "r3d.rewards.uni3d:Uni3DReward",
     "motion_matching": "r3d.rewards.motion:MotionMatchingReward",
     "motion_rprecision": "r3d.rewards.motion:MotionRPrecisionReward",
     "motion_combined": "r3d.rewards.motion:MotionCombinedReward",

@@ -69,12 +69,15 @@ class NablaConfig(StrictModel):
         1.0, ge=0, description="β: strength of ∇log R in the target transition score."
     )
     unet_reg_scale: float = Field(
-        0.0, ge=0, description="Proximal term to the previous iterate's transition mean."
+        0.0,
+        ge=0,
+        description="Weight of the per-step KL to the rollout (previous-iterate) policy: the proximal term.",
     )
     reward_norm_clip: bool = Field(True, description="Clip the per-sample reward-gradient norm.")
     reward_norm_value: float = Field(1.0, gt=0, description="Norm threshold of reward_norm_clip.")
     alpha_adaptive: bool = Field(
-        False, description="Scale the reward gradient by the step's signal level (1 − σ)."
+        False,
+        description="Scale the reward gradient by the signal level: (1 − σ)² for flows, ᾱ for DDPM models.",
     )
     random_view: float = Field(
         20.0, ge=0, description="Camera jitter in degrees for rendered rewards (0 = off)."
@@ -83,7 +86,8 @@ class NablaConfig(StrictModel):
         False, description="Evaluate the differentiable reward two samples at a time."
     )
     reward_context: bool = Field(
-        True, description="False stops the reward gradient (ablation: proximal term only)."
+        True,
+        description="False stops the gradient through reward targets built from the renders (e.g. depth normals).",
     )
     apply_reward_threshold: bool = Field(
         False, description="Drop samples whose reward is below reward_threshold."

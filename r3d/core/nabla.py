@@ -121,9 +121,7 @@ class NablaTrainer(GRPOTrainer):
     def _train_steps(self, has_density: torch.Tensor) -> list[int]:
         candidates = torch.nonzero(has_density).flatten()
         if candidates.numel() == 0:
-            raise R3DError(
-                "no trainable steps: the SDE window holds only steps with std 0 (widen sampler.sde_window)"
-            )
+            return super()._train_steps(has_density)  # raises the one-line "no trainable steps" error
         return stratified_steps(candidates, self.cfg.train.timestep_fraction, self.train_gen)
 
     # ----------------------------------------------------------------- reward gradient
@@ -227,7 +225,7 @@ class NablaTrainer(GRPOTrainer):
                 idx = chunks[ci]
                 cond = self.policy.select_cond(roll["cond"], idx)
                 prompts = [roll["prompts"][int(i)] for i in idx]
-                weight = keep[idx]
+                weight = keep[idx].to(roll["latents"].device)
                 self.optimizer.zero_grad(set_to_none=True)
                 for step in steps:
                     x, x_next = roll["latents"][idx, step], roll["latents"][idx, step + 1]
@@ -236,7 +234,7 @@ class NablaTrainer(GRPOTrainer):
                         grad, value = self.reward_gradient(step + 1, x_next, cond, prompts)
                         signal = None
                         if nb.alpha_adaptive:
-                            signal = torch.full((len(idx),), self.signal_level(step + 1))
+                            signal = torch.full((len(idx),), self.signal_level(step + 1), device=grad.device)
                         clip = nb.reward_norm_value if nb.reward_norm_clip else None
                         target, stats = reward_score(grad, nb.reward_scale, clip, signal)
                         m["reward_pred"] = value.mean()
@@ -249,9 +247,6 @@ class NablaTrainer(GRPOTrainer):
                         ref = transition(self.policy, self.schedule, step, x, cond, **kw)
                     out = transition(self.policy, self.schedule, step, x, cond, **kw)
                     per_sample, residual_norm = nabla_loss(out.mean, ref.mean, out.std, target)
-                    import os
-                    if os.environ.get("NABLA_KL"):
-                        per_sample = per_sample * (out.std.flatten(1)[:, 0] ** 2)
                     m["nabla_loss"] = per_sample.detach().mean()
                     m["score_residual_norm"] = residual_norm.mean()
                     m["target_norm"] = target.flatten(1).norm(dim=1).mean()

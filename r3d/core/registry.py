@@ -18,6 +18,8 @@ POLICIES: dict[str, str] = {
     "tiny_shapes": "r3d.models.tiny_shapes:load_tiny_shapes",
     "tiny_motion": "r3d.models.mdm:load_tiny_motion",
     "hunyuan3d": "r3d.models.hunyuan3d:load_hunyuan3d_policy",
+    "diffsplat": "r3d.models.diffsplat:load_diffsplat",
+    "tiny_diffsplat": "r3d.models.diffsplat:load_tiny_diffsplat",
 }
 
 REWARDS: dict[str, str] = {
@@ -25,6 +27,9 @@ REWARDS: dict[str, str] = {
     "normal": "r3d.rewards.normal:NormalReward",
     "semantic": "r3d.rewards.semantic:SemanticReward",
     "uni3d": "r3d.rewards.uni3d:Uni3DReward",
+    "silhouette": "r3d.rewards.render2d:SilhouetteReward",
+    "normal_consistency": "r3d.rewards.render2d:NormalConsistencyReward",
+    "image_model": "r3d.rewards.render2d:ImageModelReward",
     "motion_matching": "r3d.rewards.motion:MotionMatchingReward",
     "motion_rprecision": "r3d.rewards.motion:MotionRPrecisionReward",
     "motion_combined": "r3d.rewards.motion:MotionCombinedReward",

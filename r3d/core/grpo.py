@@ -203,8 +203,31 @@ class GRPOTrainer:
         order = torch.randperm(candidates.numel(), generator=self.train_gen)[:k]
         return sorted(int(candidates[i]) for i in order)
 
+    def replay(self, step: int, x: torch.Tensor, cond: Any, x_next: torch.Tensor) -> Any:
+        """Re-evaluate the rollout transition x → x_next at ``step`` (same code path as sampling)."""
+        s = self.cfg.sampler
+        return transition(
+            self.policy,
+            self.schedule,
+            step,
+            x,
+            cond,
+            kernel=s.kernel,
+            noise_level=s.noise_level,
+            prev_sample=x_next,
+        )
+
+    def optimizer_step(self, sums: dict[str, float], weight: int) -> None:
+        """Average gradients over ranks, clip them (logging the norm ``weight`` times), step."""
+        dist.average_gradients(self.params)
+        max_norm = self.cfg.train.max_grad_norm
+        if max_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * weight
+        self.optimizer.step()
+
     def update(self, roll: dict[str, Any], advantages: torch.Tensor, steps: list[int]) -> dict[str, float]:
-        t, s = self.cfg.train, self.cfg.sampler
+        t = self.cfg.train
         chunks = self._chunks(advantages.shape[0])
         sums: dict[str, float] = {}
         count = 0
@@ -221,31 +244,13 @@ class GRPOTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 for step in steps:
                     x, x_next = roll["latents"][idx, step], roll["latents"][idx, step + 1]
-                    out = transition(
-                        self.policy,
-                        self.schedule,
-                        step,
-                        x,
-                        cond,
-                        kernel=s.kernel,
-                        noise_level=s.noise_level,
-                        prev_sample=x_next,
-                    )
+                    out = self.replay(step, x, cond, x_next)
                     old = roll["log_probs"][idx, step]
                     policy_loss, m = grpo_policy_loss(out.log_prob, old, advantages[idx], t.clip_range)
                     loss = policy_loss
                     if t.kl_beta > 0:
                         with torch.no_grad(), self.peft.disable_adapter():
-                            ref = transition(
-                                self.policy,
-                                self.schedule,
-                                step,
-                                x,
-                                cond,
-                                kernel=s.kernel,
-                                noise_level=s.noise_level,
-                                prev_sample=x_next,
-                            )
+                            ref = self.replay(step, x, cond, x_next)
                         kl = gaussian_kl(out.mean, ref.mean, out.std).mean()
                         loss = loss + t.kl_beta * kl
                         m["kl"] = kl.detach()
@@ -256,11 +261,7 @@ class GRPOTrainer:
                     for key, value in m.items():
                         sums[key] = sums.get(key, 0.0) + float(value)
                     count += 1
-                dist.average_gradients(self.params)
-                if t.max_grad_norm is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)
-                    sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * len(steps)
-                self.optimizer.step()
+                self.optimizer_step(sums, len(steps))
         metrics = {k: v / count for k, v in sums.items()}
         ratios = torch.cat(first_ratios)
         metrics["ratio_first_step_mean"] = float(ratios.mean())

@@ -36,7 +36,6 @@ from r3d.core.kernels import predict_x0_eps
 from r3d.core.losses import gaussian_kl
 from r3d.core.nabla_loss import nabla_loss, reward_score
 from r3d.core.rewards import RewardMix
-from r3d.core.rollout import transition
 
 
 @runtime_checkable
@@ -188,26 +187,16 @@ class NablaTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _previous_means(self, roll: dict[str, Any], steps: list[int], chunks: list[torch.Tensor]) -> dict:
-        s = self.cfg.sampler
         means = {}
         for ci, idx in enumerate(chunks):
             cond = self.policy.select_cond(roll["cond"], idx)
             for step in steps:
-                out = transition(
-                    self.policy,
-                    self.schedule,
-                    step,
-                    roll["latents"][idx, step],
-                    cond,
-                    kernel=s.kernel,
-                    noise_level=s.noise_level,
-                    prev_sample=roll["latents"][idx, step + 1],
-                )
+                out = self.replay(step, roll["latents"][idx, step], cond, roll["latents"][idx, step + 1])
                 means[ci, step] = out.mean
         return means
 
     def update(self, roll: dict[str, Any], advantages: torch.Tensor, steps: list[int]) -> dict[str, float]:
-        t, s, nb = self.cfg.train, self.cfg.sampler, self.nabla
+        t, nb = self.cfg.train, self.nabla
         n = advantages.shape[0]
         chunks = self._chunks(n)
         keep = self._keep(n)
@@ -242,10 +231,9 @@ class NablaTrainer(GRPOTrainer):
                         m["reward_clip_frac"] = stats["clipped"].mean()
                     else:
                         target = torch.zeros_like(x_next)
-                    kw = {"kernel": s.kernel, "noise_level": s.noise_level, "prev_sample": x_next}
                     with torch.no_grad(), self.peft.disable_adapter():
-                        ref = transition(self.policy, self.schedule, step, x, cond, **kw)
-                    out = transition(self.policy, self.schedule, step, x, cond, **kw)
+                        ref = self.replay(step, x, cond, x_next)
+                    out = self.replay(step, x, cond, x_next)
                     per_sample, residual_norm = nabla_loss(out.mean, ref.mean, out.std, target)
                     m["nabla_loss"] = per_sample.detach().mean()
                     m["score_residual_norm"] = residual_norm.mean()
@@ -260,11 +248,7 @@ class NablaTrainer(GRPOTrainer):
                     for key, value_ in m.items():
                         sums[key] = sums.get(key, 0.0) + float(value_)
                     count += 1
-                dist.average_gradients(self.params)
-                if t.max_grad_norm is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)
-                    sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * len(steps)
-                self.optimizer.step()
+                self.optimizer_step(sums, len(steps))
         metrics = {k: v / count for k, v in sums.items()}
         metrics["kept_fraction"] = float(keep.mean())
         metrics["train_steps"] = float(len(steps))

@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 
 from r3d.core.config import GRPORecipe  # noqa: E402
 from r3d.core.recipe import load_recipe  # noqa: E402
-from r3d.core.rollout import transition  # noqa: E402
 from r3d.runner import make_trainer  # noqa: E402
 
 

@@ -151,7 +151,8 @@ def test_normal_reward_prefers_clean_surface():
 
 def test_registry():
     """Names resolve lazily; unknown names/options are R3DErrors with a suggestion; semantic needs a prompt."""
-    assert available_rewards() == ["geometry", "normal", "semantic"]
+    assert {"geometry", "normal", "semantic", "uni3d"} <= set(available_rewards())
+    assert available_rewards() == sorted(available_rewards())
     assert isinstance(build_reward("normal", size=32), NormalReward)
     with pytest.raises(R3DError, match="did you mean 'geometry'"):
         build_reward("geometri")

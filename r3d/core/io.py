@@ -71,3 +71,27 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def read_safetensors(
+    path: str | os.PathLike, what: str, recreate: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(tensors, string metadata) of a safetensors file.
+
+    A missing file is an R3DError that names ``what`` and the command ``recreate`` that makes it;
+    an unreadable one an R3DError ``PATH is not a WHAT file (reason)``.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from r3d.core.errors import R3DError
+
+    path = Path(path)
+    if not path.is_file():
+        raise R3DError(f"{what} not found at {path}; train them with `{recreate}`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise R3DError(f"{path} is not a {what} file ({exc})") from exc
+    return tensors, meta

@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 import trimesh
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from r3d.core.errors import R3DError
+from r3d.core.io import read_safetensors
 from r3d.models.shapes_data import CLASSES, grid_coords, grid_to_mesh, parse_prompt
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "tiny_shapes.safetensors"
@@ -244,18 +244,12 @@ def load_tiny_shapes(
 ) -> TinyShapesPolicy:
     """Load a tiny-shapes policy (the shipped weights by default) in fp32 eval mode on ``device``."""
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise R3DError(
-            f"tiny-shapes weights not found at {path}; train them with "
-            f"`python -m r3d.models.train_tiny_shapes --out {path}`"
-        )
+    what = "tiny-shapes weights"
+    tensors, meta = read_safetensors(path, what, f"python -m r3d.models.train_tiny_shapes --out {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
         cfg = TinyShapesConfig(**json.loads(meta["config"]))
-    except (KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:
-        raise R3DError(f"{path} is not a tiny-shapes weights file ({exc})") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise R3DError(f"{path} is not a {what} file ({exc})") from exc
     if json.loads(meta.get("classes", "[]")) != list(CLASSES):
         raise R3DError(f"{path} was trained on other shape classes than {', '.join(CLASSES)}")
     net = TinyShapesNet(cfg)

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 import trimesh
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from r3d.core.errors import R3DError
+from r3d.core.io import read_safetensors
 from r3d.models.shapes_data import CLASSES, parse_prompt
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "semantic_pointnet.safetensors"
@@ -99,19 +99,14 @@ def load_pointnet(
 ) -> PointNetClassifier:
     """The trained classifier (the shipped weights by default), fp32, eval mode, frozen."""
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise R3DError(
-            f"semantic classifier weights not found at {path}; train them with "
-            f"`python -m r3d.rewards.train_semantic --out {path}`"
-        )
+    what = "semantic classifier weights"
+    tensors, meta = read_safetensors(path, what, f"python -m r3d.rewards.train_semantic --out {path}")
+    state = {k: v.float() for k, v in tensors.items()}
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
         raw = json.loads(meta["config"])
         cfg = PointNetConfig(**{**raw, "point_widths": tuple(raw["point_widths"])})
-    except (KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:
-        raise R3DError(f"{path} is not a semantic classifier weights file ({exc})") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise R3DError(f"{path} is not a {what} file ({exc})") from exc
     if json.loads(meta.get("classes", "[]")) != list(CLASSES):
         raise R3DError(f"{path} was trained on other shape classes than {', '.join(CLASSES)}")
     model = PointNetClassifier(cfg)

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from safetensors import safe_open
 
 from r3d.core.io import atomic_write_json
+from r3d.core.progress import task_progress
 from r3d.models.shapes_data import CLASSES, is_clean, random_shape, sdf_grid
 from r3d.models.tiny_shapes import (
     TinyShapesConfig,
@@ -41,23 +41,12 @@ from r3d.models.tiny_shapes import (
 console = Console()
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-        console=console,
-    )
-
-
 def make_coefficients(per_class: int, grid: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine coefficients (N, k, k, k) and labels (N,) of ``per_class`` random shapes per class."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(len(CLASSES)), per_class)
     coeffs = []
-    with _progress() as bar:
+    with task_progress(console) as bar:
         task = bar.add_task("procedural shapes", total=len(labels), info="")
         for start in range(0, len(labels), 64):
             chunk = labels[start : start + 64]
@@ -91,7 +80,7 @@ def evaluate(
         classifier = SemanticReward(weights=semantic_weights)
     g = torch.Generator().manual_seed(seed)
     results: dict[str, dict[str, float]] = {}
-    with _progress() as bar:
+    with task_progress(console) as bar:
         task = bar.add_task("evaluate", total=len(CLASSES), info="")
         for name in CLASSES:
             meshes = policy.decode(policy.sample([f"a {name}"] * per_class, num_steps, g))
@@ -136,7 +125,7 @@ def train(args: argparse.Namespace) -> dict:
         f"tiny-shapes: {n_params / 1e6:.2f} M parameters, latent {cfg.latent_size}³, data {len(labels)} shapes"
     )
     t1 = time.time()
-    with _progress() as bar:
+    with task_progress(console) as bar:
         task = bar.add_task("train", total=args.steps, info="")
         for step in range(args.steps):
             idx = torch.randint(len(labels), (args.batch,), generator=g)

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 import trimesh
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from scipy.spatial.transform import Rotation
 
 from r3d.core.io import atomic_write_json
+from r3d.core.progress import task_progress
 from r3d.models.shapes_data import CLASSES, grid_to_mesh, random_shape, sdf_grid
 from r3d.models.tiny_shapes import coeffs_to_grid, grid_to_coeffs
 from r3d.rewards.semantic import (
@@ -39,17 +39,6 @@ from r3d.rewards.semantic import (
 console = Console()
 KINDS = ("fine", "policy", "blocky")
 FINE_RES = 48
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def _truncated(grid: np.ndarray, k: int, res: int) -> trimesh.Trimesh | None:
@@ -84,7 +73,7 @@ def make_clouds(
     labels = np.repeat(np.arange(len(CLASSES)), per_class)
     rng.shuffle(labels)
     clouds = np.zeros((len(labels), len(KINDS), num_points, 3), dtype=np.float32)
-    with _progress() as bar:
+    with task_progress(console) as bar:
         task = bar.add_task("procedural meshes", total=len(labels), info="")
         for n, c in enumerate(labels):
             shape = random_shape(int(c), rng, max_tilt_deg=None if rng.random() < 0.5 else 20.0)
@@ -151,7 +140,7 @@ def fit(
     data = torch.from_numpy(clouds).flatten(0, 1)  # (N·kinds, P, 3)
     y = torch.from_numpy(labels).repeat_interleave(clouds.shape[1])
     loss = torch.zeros(())
-    with _progress() as bar:
+    with task_progress(console) as bar:
         task = bar.add_task("train", total=steps, info="")
         for step in range(steps):
             idx = torch.randint(len(y), (batch,), generator=g)

@@ -2,109 +2,152 @@
 
 Usage: python benchmarks/bench_grpo.py [RECIPE] [--iterations N] [--set key=value ...]
 
-It runs N iterations of the recipe (default recipes/tiny_mesh.yaml) in a temporary folder and
-reports, per iteration, the seconds spent sampling, decoding, scoring and training. It then times
-the bare network work those phases perform — the same number of forward passes (sampling) and
-forward + backward passes (training) with the same batch shapes, called directly on the LoRA-wrapped
-network — and prints r3d's loop time as a ratio of that bare time (1.0 = no overhead).
-Writes benchmarks/results/grpo.json and grpo.md.
+It runs one warm-up and N timed iterations of the recipe (default recipes/tiny_mesh.yaml) in a
+temporary folder and reports the median seconds per iteration spent sampling, decoding, scoring and
+training. It then times the bare network work those phases perform — the same number of forward
+passes (sampling) and forward + backward passes (training, plus the reference model's forward when
+the recipe has a KL term) with the same batch shapes, called directly on the LoRA-wrapped network —
+and reports r3d's loop time as a ratio of that bare time (1.0 = no overhead).
+Writes grpo.json and grpo.md into --out (default benchmarks/results).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
-import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import RECIPE, ROOT, caption, md_table, ratio, timed  # noqa: E402
 from r3d.core.config import GRPORecipe  # noqa: E402
+from r3d.core.io import atomic_write_json, atomic_write_text  # noqa: E402
 from r3d.core.recipe import load_recipe  # noqa: E402
 from r3d.runner import make_trainer  # noqa: E402
 
+PHASES = ("sample_s", "decode_s", "reward_s", "train_s")
 
-def bare_passes(trainer, n_samples: int, n_train_steps: int) -> tuple[float, float]:
-    """Seconds for the sampling forwards and the training forward+backwards, without r3d's loop."""
+
+def bare_passes(trainer: Any, n_samples: int, n_train_steps: int, repeat: int = 1) -> tuple[float, float]:
+    """Median seconds of the sampling forwards and of the training passes, without r3d's loop.
+
+    Sampling: ``num_steps`` forwards per chunk of ``train.batch_size`` samples, without grad.
+    Training: per chunk, inner epoch and trained step one forward + backward, plus one forward with
+    the adapter disabled when ``train.kl_beta`` > 0 (the KL reference), as the trainer does.
+    """
     cfg, policy = trainer.cfg, trainer.policy
-    b = cfg.train.batch_size
-    prompts = cfg.prompts.train[:1] * b
-    cond = policy.encode_prompts(prompts)
+    b = min(cfg.train.batch_size, n_samples)
+    cond = policy.encode_prompts(cfg.prompts.train[:1] * b)
     x = policy.initial_noise(b, torch.Generator().manual_seed(0))
     sigma = torch.full((b,), 0.5)
     chunks = max(1, n_samples // b)
-    tic = time.perf_counter()
-    with torch.no_grad():
-        for _ in range(chunks * trainer.schedule.num_steps):
-            policy.velocity(x, sigma, cond)
-    t_sample = time.perf_counter() - tic
-    tic = time.perf_counter()
-    for _ in range(chunks * cfg.train.inner_epochs):
-        for _ in range(n_train_steps):
+
+    def sampling() -> None:
+        with torch.no_grad():
+            for _ in range(chunks * trainer.schedule.num_steps):
+                policy.velocity(x, sigma, cond)
+
+    def training() -> None:
+        for _ in range(chunks * cfg.train.inner_epochs * n_train_steps):
             policy.velocity(x, sigma, cond).square().mean().backward()
-    t_train = time.perf_counter() - tic
+            if cfg.train.kl_beta > 0:
+                with torch.no_grad(), trainer.peft.disable_adapter():
+                    policy.velocity(x, sigma, cond)
+
+    _, t_sample = timed(sampling, repeat)
+    _, t_train = timed(training, repeat)
     trainer.optimizer.zero_grad(set_to_none=True)
     return t_sample, t_train
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipe", nargs="?", default=str(ROOT / "recipes" / "tiny_mesh.yaml"))
-    parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args()
-    overrides = [*args.overrides, f"train.iterations={args.iterations}", "eval.every=0"]
-    cfg: GRPORecipe = load_recipe(args.recipe, GRPORecipe, overrides)
+def measure(
+    recipe: str | Path = RECIPE, iterations: int = 3, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Run 1 warm-up + ``iterations`` GRPO iterations; median phase seconds and loop/bare ratios."""
+    overrides = [*overrides, f"train.iterations={iterations + 1}", "eval.every=0"]
+    cfg: GRPORecipe = load_recipe(recipe, GRPORecipe, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = make_trainer(cfg, Path(tmp) / "run", log=lambda _: None)
+        trainer.run_iteration()  # warm-up: first-call allocations, lazy imports
         rows = []
-        for _ in range(args.iterations):
+        for _ in range(iterations):
             m = trainer.run_iteration()
             rows.append({k.removeprefix("time/"): v for k, v in m.items() if k.startswith("time/")})
         n_samples = cfg.train.prompts_per_iteration * cfg.train.group_size
-        n_train_steps = max(1, round(cfg.train.timestep_fraction * int(trainer.schedule.moving().sum())))
-        bare_sample, bare_train = bare_passes(trainer, n_samples, n_train_steps)
-    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    result = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
-        "recipe": args.recipe,
-        "iterations": args.iterations,
+        moving = int(trainer.schedule.moving().sum())
+        n_train_steps = max(1, round(cfg.train.timestep_fraction * moving))
+        bare_sample, bare_train = bare_passes(trainer, n_samples, n_train_steps, repeat=iterations)
+    med = {k: statistics.median(r[k] for r in rows) for k in PHASES}
+    return {
+        "recipe": str(recipe),
+        "iterations": iterations,
+        "torch_threads": torch.get_num_threads(),
         "samples_per_iteration": n_samples,
+        "train_steps_per_sample": n_train_steps,
+        "kl_reference_forward": cfg.train.kl_beta > 0,
         "median_seconds": med,
+        "iteration_s": sum(med.values()),
         "bare_sample_s": bare_sample,
         "bare_train_s": bare_train,
         "sample_overhead_ratio": med["sample_s"] / bare_sample,
         "train_overhead_ratio": med["train_s"] / bare_train,
     }
-    lines = [
-        f"# GRPO iteration time split ({result['machine']})",
-        "",
-        f"recipe `{Path(args.recipe).name}`, {n_samples} samples/iteration, median of {args.iterations} iterations",
-        "",
-        "| phase | seconds | share |",
-        "|---|---:|---:|",
-    ]
-    total = med["sample_s"] + med["decode_s"] + med["reward_s"] + med["train_s"]
-    for key in ("sample_s", "decode_s", "reward_s", "train_s"):
-        lines.append(f"| {key[:-2]} | {med[key]:.3f} | {med[key] / total:.0%} |")
-    lines += [
-        "",
-        "| loop vs bare network passes | r3d | bare | ratio |",
-        "|---|---:|---:|---:|",
-        f"| sampling (forwards) | {med['sample_s']:.3f} | {bare_sample:.3f} | {result['sample_overhead_ratio']:.2f}× |",
-        f"| training (forward+backward) | {med['train_s']:.3f} | {bare_train:.3f} | {result['train_overhead_ratio']:.2f}× |",
-    ]
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "grpo.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "grpo.md").write_text("\n".join(lines) + "\n")
+
+
+def markdown(result: dict[str, Any], info: dict[str, Any] | None = None) -> list[str]:
+    """Two tables: the phase split (share of the iteration) and loop vs bare passes (ratio)."""
+    med, total = result["median_seconds"], result["iteration_s"]
+    note = (
+        f"Recipe `{Path(result['recipe']).name}`, {result['samples_per_iteration']} samples/iteration, "
+        f"median of {result['iterations']} iterations after 1 warm-up."
+    )
+    split = md_table(
+        ["phase", "seconds / iteration", "share of iteration (%)"],
+        [[k.removesuffix("_s"), f"{med[k]:.3f}", f"{med[k] / total:.0%}"] for k in PHASES]
+        + [["total", f"{total:.3f}", "100%"]],
+    )
+    ref = " + KL reference forward" if result["kl_reference_forward"] else ""
+    overhead = md_table(
+        ["work", "r3d loop s", "bare network passes s", "loop / bare (×)"],
+        [
+            [
+                "sampling (forwards, no grad)",
+                f"{med['sample_s']:.3f}",
+                f"{result['bare_sample_s']:.3f}",
+                ratio(med["sample_s"], result["bare_sample_s"]),
+            ],
+            [
+                f"training (forward + backward{ref})",
+                f"{med['train_s']:.3f}",
+                f"{result['bare_train_s']:.3f}",
+                ratio(med["train_s"], result["bare_train_s"]),
+            ],
+        ],
+    )
+    threads = result["torch_threads"]
+    return [caption(info, note, threads), "", *split, "", caption(info, threads=threads), "", *overhead]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", nargs="?", default=str(RECIPE))
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results"), help="folder for grpo.json and grpo.md"
+    )
+    args = parser.parse_args()
+    result = measure(args.recipe, args.iterations, args.overrides)
+    lines = ["# GRPO iteration time split", "", *markdown(result), ""]
+    out = Path(args.out)
+    atomic_write_json(out / "grpo.json", result)
+    atomic_write_text(out / "grpo.md", "\n".join(lines))
     print("\n".join(lines))
 
 

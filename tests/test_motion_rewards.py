@@ -81,3 +81,32 @@ def test_reward_mix_logs_sub_scores(pairs):
     assert total.shape == (6,)
     assert {"motion_matching", "motion_matching/distance", "tmr_cosine", "tmr_cosine/cosine"} <= set(comps)
     assert torch.allclose(total, comps["motion_matching"] + 0.5 * comps["tmr_cosine"])
+
+
+def test_published_t2m_evaluator_is_usable_as_a_reward_with_glove_and_statistics(tmp_path, pairs):
+    """A finest.tar-layout evaluator (HumanML3D sizes) plus the GloVe folder and evaluator statistics,
+    given as reward options, scores motions; without them the error names the missing options."""
+    import pickle
+
+    import numpy as np
+
+    from r3d.motion.evaluators import T2MEvaluator
+
+    torch.manual_seed(0)
+    full = T2MEvaluator()  # HumanML3D sizes, random weights
+    parts = ("text_encoder", "motion_encoder", "movement_encoder")
+    torch.save({k: getattr(full, k).state_dict() for k in parts}, tmp_path / "finest.tar")
+    words = ["unk", "a", "person", "walks", "jumps", "waves"]
+    np.save(tmp_path / "our_vab_data.npy", np.random.default_rng(0).normal(size=(6, 300)).astype(np.float32))
+    (tmp_path / "our_vab_words.pkl").write_bytes(pickle.dumps(words))
+    (tmp_path / "our_vab_idx.pkl").write_bytes(pickle.dumps({w: i for i, w in enumerate(words)}))
+    np.save(tmp_path / "t2m_mean.npy", np.zeros(263, dtype=np.float32))
+    np.save(tmp_path / "t2m_std.npy", np.ones(263, dtype=np.float32))
+    motions, captions, _ = pairs
+    with pytest.raises(R3DError, match="glove"):
+        MotionMatchingReward(str(tmp_path / "finest.tar"))
+    reward = MotionMatchingReward(str(tmp_path / "finest.tar"), glove=str(tmp_path), stats_dir=str(tmp_path))
+    scores = reward(motions[:3], captions[:3])
+    assert scores["motion_matching"].shape == (3,)
+    assert torch.all((scores["motion_matching"] > 0) & (scores["motion_matching"] <= 1))
+    assert torch.all(scores["distance"] > 0)

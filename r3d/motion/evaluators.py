@@ -563,7 +563,8 @@ def resolve_evaluator(
         return load_evaluator(path)
     if glove is None or stats_dir is None:
         raise R3DError(
-            f"the T2M evaluator {spec} needs --glove (GloVe folder) and --evaluator-stats (t2m_mean.npy)"
+            f"the T2M evaluator {spec} needs the GloVe folder (--glove, or the reward option glove) and "
+            "its statistics t2m_mean.npy / t2m_std.npy (--evaluator-stats, or the reward option stats_dir)"
         )
     stats = Path(stats_dir)
     names = [("t2m_mean.npy", "t2m_std.npy"), ("mean.npy", "std.npy"), ("Mean.npy", "Std.npy")]

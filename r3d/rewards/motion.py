@@ -13,6 +13,8 @@ length; None scores the minimum). Every reward is in [0, 1], higher is better, n
   probability of the true caption under softmax(−d/τ), default), ``rank`` (1 − rank/31) or ``topK``
   (1 if the true caption ranks in the top K, e.g. ``top3``).
 - ``motion_combined``: weighted mean of the two above.
+- A published T2M ``finest.tar`` as ``evaluator`` also needs the options ``glove`` (the GloVe folder)
+  and ``stats_dir`` (``t2m_mean.npy`` / ``t2m_std.npy``), as ``r3d eval-motion --glove --evaluator-stats``.
 - ``tmr_cosine``: TMR score cos/2 + 0.5; ``tmr_matching``: the distance between unit TMR embeddings
   (∈ [0, 2]) through the same linear / exp / sigmoid maps.
 """
@@ -34,10 +36,10 @@ _MAPPINGS = ("exp", "sigmoid", "linear")
 
 
 @lru_cache(maxsize=8)
-def _evaluator(spec: str) -> Any:
+def _evaluator(spec: str, glove: str | None = None, stats_dir: str | None = None) -> Any:
     from r3d.motion.evaluators import resolve_evaluator
 
-    return resolve_evaluator(spec)
+    return resolve_evaluator(spec, glove, stats_dir)
 
 
 def map_distance(d: torch.Tensor, mapping: str, center: float, scale: float) -> torch.Tensor:
@@ -70,9 +72,19 @@ class _MotionReward:
     value_range = (0.0, 1.0)
     differentiable = False
 
-    def __init__(self, evaluator: str = "tiny-t2m", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        evaluator: str = "tiny-t2m",
+        batch_size: int = 64,
+        glove: str | None = None,
+        stats_dir: str | None = None,
+    ) -> None:
         self.evaluator_spec = str(evaluator)
-        self.evaluator = _evaluator(self.evaluator_spec)
+        self.evaluator = _evaluator(
+            self.evaluator_spec,
+            None if glove is None else str(glove),
+            None if stats_dir is None else str(stats_dir),
+        )
         self.batch_size = batch_size
 
     def _embed(
@@ -113,8 +125,10 @@ class MotionMatchingReward(_MotionReward):
         center: float | None = None,
         scale: float | None = None,
         batch_size: int = 64,
+        glove: str | None = None,
+        stats_dir: str | None = None,
     ) -> None:
-        super().__init__(evaluator, batch_size)
+        super().__init__(evaluator, batch_size, glove, stats_dir)
         if mapping not in _MAPPINGS:
             raise R3DError(f"unknown distance mapping '{mapping}'; use one of {', '.join(_MAPPINGS)}")
         self.mapping = mapping
@@ -146,8 +160,10 @@ class MotionRPrecisionReward(_MotionReward):
         temperature: float | None = None,
         seed: int = 0,
         batch_size: int = 64,
+        glove: str | None = None,
+        stats_dir: str | None = None,
     ) -> None:
-        super().__init__(evaluator, batch_size)
+        super().__init__(evaluator, batch_size, glove, stats_dir)
         if mode not in ("softmax", "rank") and not (mode.startswith("top") and mode[3:].isdigit()):
             raise R3DError(f"unknown R-precision mode '{mode}'; use softmax, rank or topK (e.g. top3)")
         self.mode, self.distractors, self.seed = mode, int(distractors), int(seed)
@@ -230,12 +246,15 @@ class MotionCombinedReward:
         mode: str = "softmax",
         pool: Sequence[str] | str | None = "synthetic",
         seed: int = 0,
+        glove: str | None = None,
+        stats_dir: str | None = None,
     ) -> None:
         if not 0 <= matching_weight <= 1:
             raise R3DError("matching_weight must be within [0, 1]")
         self.w = float(matching_weight)
-        self.matching = MotionMatchingReward(evaluator, mapping)
-        self.rprecision = MotionRPrecisionReward(evaluator, mode=mode, pool=pool, seed=seed)
+        files = {"glove": glove, "stats_dir": stats_dir}
+        self.matching = MotionMatchingReward(evaluator, mapping, **files)
+        self.rprecision = MotionRPrecisionReward(evaluator, mode=mode, pool=pool, seed=seed, **files)
 
     def __call__(self, artifacts: Sequence[Motion | None], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         a = self.matching(artifacts, prompts)

@@ -23,6 +23,7 @@ from r3d.core.rewards import RewardMix
 from r3d.core.rollout import make_schedule, sample
 from r3d.models.hunyuan3d import (
     DINO_KEY_RENAMES,
+    HUNYUAN3D_21_CONFIG,
     VAE_ENCODER_PREFIXES,
     build_modules,
     load_hunyuan3d_policy,
@@ -36,77 +37,8 @@ from r3d.models.hunyuan3d_vae import logits_to_mesh
 from r3d.rewards.uni3d import Uni3DReward
 
 REPO = Path(__file__).resolve().parents[1]
-#: The official hunyuan3d-dit-v2-1/config.yaml (architecture sections).
-REAL_21 = {
-    "model": {
-        "target": "hy3dshape.models.denoisers.hunyuandit.HunYuanDiTPlain",
-        "params": {
-            "input_size": 4096,
-            "in_channels": 64,
-            "hidden_size": 2048,
-            "context_dim": 1024,
-            "depth": 21,
-            "num_heads": 16,
-            "qk_norm": True,
-            "text_len": 1370,
-            "with_decoupled_ca": False,
-            "use_attention_pooling": False,
-            "qk_norm_type": "rms",
-            "qkv_bias": False,
-            "use_pos_emb": False,
-            "num_moe_layers": 6,
-            "num_experts": 8,
-            "moe_top_k": 2,
-        },
-    },
-    "vae": {
-        "params": {
-            "num_latents": 4096,
-            "embed_dim": 64,
-            "num_freqs": 8,
-            "include_pi": False,
-            "heads": 16,
-            "width": 1024,
-            "num_encoder_layers": 8,
-            "num_decoder_layers": 16,
-            "qkv_bias": False,
-            "qk_norm": True,
-            "scale_factor": 1.0039506158752403,
-            "geo_decoder_mlp_expand_ratio": 4,
-            "geo_decoder_downsample_ratio": 1,
-            "geo_decoder_ln_post": True,
-            "point_feats": 4,
-            "pc_size": 81920,
-            "pc_sharpedge_size": 0,
-        }
-    },
-    "conditioner": {
-        "params": {
-            "main_image_encoder": {
-                "type": "DinoImageEncoder",
-                "kwargs": {
-                    "config": {
-                        "hidden_size": 1024,
-                        "image_size": 518,
-                        "layer_norm_eps": 1e-6,
-                        "layerscale_value": 1.0,
-                        "mlp_ratio": 4,
-                        "model_type": "dinov2",
-                        "num_attention_heads": 16,
-                        "num_channels": 3,
-                        "num_hidden_layers": 24,
-                        "patch_size": 14,
-                        "qkv_bias": True,
-                        "use_swiglu_ffn": False,
-                        "hidden_act": "gelu",
-                    },
-                    "image_size": 518,
-                    "use_cls_token": True,
-                },
-            }
-        }
-    },
-}
+#: The official hunyuan3d-dit-v2-1/config.yaml.
+REAL_21 = HUNYUAN3D_21_CONFIG
 #: sha256[:16] and count of the sorted "name:shape" lists of the reference modules (Tencent's
 #: HunYuanDiTPlain, ShapeVAE minus its encoder, SingleImageEncoder in transformers-4 key naming),
 #: built from REAL_21 on the meta device outside the repo.
@@ -130,7 +62,9 @@ def tiny_config() -> dict:
         num_moe_layers=2,
         num_experts=4,
     )
-    cfg["vae"]["params"].update(num_latents=32, embed_dim=8, heads=4, width=64, num_decoder_layers=2)
+    cfg["vae"]["params"].update(
+        num_latents=32, embed_dim=8, heads=4, width=64, num_decoder_layers=2, num_encoder_layers=1, pc_size=64
+    )
     enc = cfg["conditioner"]["params"]["main_image_encoder"]["kwargs"]
     enc["config"].update(hidden_size=32, image_size=28, num_attention_heads=2, num_hidden_layers=2)
     enc["image_size"] = 28  # (28 // 14)² + cls = 5 tokens
@@ -413,3 +347,100 @@ def test_gradient_checkpointing_and_bf16_keep_the_same_path(model_dir, images):
     policy = policy_of(model_dir, dtype="bfloat16")
     v = policy.velocity(torch.randn(2, 32, 8), torch.tensor([0.5, 0.5]), policy.encode_prompts(images))
     assert v.dtype == torch.float32 and v.device.type == "cpu" and torch.isfinite(v).all()
+
+
+# ----------------------------------------------------------------------------- meta build, official code
+def test_meta_build_has_the_full_size_shapes_without_weights(tmp_path):
+    """device="meta" with no weights builds Hunyuan3D-2.1's full-size modules from the published config
+    (3.05 B DiT parameters, nothing allocated); conditioner and guided velocity give full-size shapes;
+    the dry-run hook names the download."""
+    from r3d.models.hunyuan3d import missing_weights
+
+    policy = load_hunyuan3d_policy(
+        str(tmp_path), device="meta", dtype="bfloat16", gradient_checkpointing=True
+    )
+    params = list(policy.network.parameters())
+    assert all(p.is_meta and p.dtype == torch.bfloat16 for p in params)
+    assert sum(p.numel() for p in params) == 3_050_758_720
+    cond = policy.example_cond(2)
+    assert cond.shape == (2, 1370, 1024) and cond.is_meta
+    x = policy.initial_noise(2, torch.Generator().manual_seed(0)).to("meta")
+    assert policy.velocity(x, torch.tensor([1.0, 0.5]), cond).shape == (2, 4096, 64)
+    assert len(policy.network.checkpoint_units()) == 21
+    problems = missing_weights(str(tmp_path))
+    assert len(problems) == 1 and "r3d fetch-weights hunyuan3d-2.1" in problems[0]
+
+
+def test_meta_build_follows_the_config_of_a_weights_folder(model_dir):
+    policy = load_hunyuan3d_policy(str(model_dir), device="meta")
+    assert policy.latent_shape == (32, 8) and policy.example_cond(1).shape == (1, 5, 32)
+
+
+def test_official_implementation_without_hy3dshape_is_a_one_line_error(model_dir, monkeypatch):
+    """implementation: official with no importable hy3dshape: one R3DError line saying what to install,
+    from the loader and from the dry-run hook."""
+    import sys
+
+    from r3d.models.hunyuan3d import missing_weights
+
+    monkeypatch.setitem(sys.modules, "hy3dshape", None)  # makes `import hy3dshape` raise ImportError
+    with pytest.raises(R3DError, match="needs Tencent's hy3dshape package") as info:
+        load_hunyuan3d_policy(str(model_dir), device="cpu", implementation="official")
+    assert "\n" not in str(info.value)
+    assert any("hy3dshape" in p for p in missing_weights(str(model_dir), implementation="official"))
+    with pytest.raises(R3DError, match="implementation must be one of"):
+        load_hunyuan3d_policy(str(model_dir), implementation="tencent")
+
+
+def _hy3dshape_importable() -> bool:
+    try:
+        import hy3dshape  # noqa: F401
+    except Exception:  # noqa: BLE001 — a broken installation (e.g. torchvision ops) counts as absent
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _hy3dshape_importable(), reason="Tencent's hy3dshape is not importable here")
+def test_official_implementation_matches_r3d_through_the_adapter(model_dir, images):
+    """With hy3dshape installed, Tencent's own classes (built from the config's targets) behind the same
+    adapter give r3d's outputs: condition tokens, DiT, one guided step, a full ODE sample, decoding and
+    the LoRA gradients agree within 1e-5 (fp32); the MoE keeps one differentiable path in eval mode."""
+    from r3d.core.grpo import attach_lora
+
+    kw = {"device": "cpu", "decode_resolution": 8, "num_chunks": 300}
+    ours = load_hunyuan3d_policy(str(model_dir), **kw)
+    theirs = load_hunyuan3d_policy(str(model_dir), implementation="official", **kw)
+    assert type(theirs.network.model).__module__.startswith("hy3dshape")
+    cond = ours.encode_prompts(images)
+    assert torch.allclose(theirs.encode_prompts(images), cond, atol=1e-5)
+    x, t = torch.randn(2, 32, 8), torch.tensor([0.2, 0.7])
+    with torch.no_grad():
+        assert torch.allclose(ours.network(x, t, cond), theirs.network(x, t, cond), atol=1e-5)
+        gen = {"num_steps": 6}
+        a = ours.sample(images, generator=torch.Generator().manual_seed(4), **gen)
+        b = theirs.sample(images, generator=torch.Generator().manual_seed(4), **gen)
+        assert torch.allclose(a, b, atol=1e-5)
+        pts = torch.rand(200, 3) * 2 - 1
+        assert torch.allclose(
+            ours.model.vae.occupancy(ours.model.vae.decode(a), pts),
+            theirs.model.vae.occupancy(theirs.model.vae.decode(a), pts),
+            atol=1e-5,
+        )
+    assert theirs.network.model.training  # the differentiable MoE path, also after .eval()
+    pairs = [attach_lora(p, 2, 4) for p in (ours, theirs)]
+    named = [
+        {
+            k.split("base_model.model.")[-1].removeprefix("model."): v
+            for k, v in p.named_parameters()
+            if v.requires_grad
+        }
+        for p in pairs
+    ]
+    assert set(named[0]) == set(named[1]) and named[0]
+    with torch.no_grad():
+        for k, v in named[0].items():
+            v.normal_(0, 0.1)
+            named[1][k].copy_(v)
+    for policy in (ours, theirs):
+        policy.velocity(x, torch.tensor([0.9, 0.4]), cond).square().mean().backward()
+    assert all(torch.allclose(named[0][k].grad, named[1][k].grad, atol=1e-5) for k in named[0])

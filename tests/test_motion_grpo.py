@@ -48,4 +48,5 @@ def test_mdm_recipe_validates_and_fails_only_on_missing_weights(tmp_path, monkey
     assert cfg.model.name == "r3d.models.mdm:load_mdm_policy" and cfg.sampler.kernel == "ddim"
     monkeypatch.chdir(tmp_path)
     assert main(["grpo", str(RECIPES / "motion_mdm_humanml3d.yaml"), "--dry-run"]) == 2
-    assert "MDM checkpoint not found" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "MDM checkpoint not found" in out.out and "problem" in out.err

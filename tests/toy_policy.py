@@ -26,10 +26,16 @@ class ToyNet(nn.Module):
 
 
 class ToyPolicy:
+    """``predict="x0"``: the net outputs x̂₀ (v = (x − x̂₀)/σ), so x̂₀ is meaningful at every step (Nabla
+    tests). ``predict="velocity"``: the net outputs v as SD3/Flux do, so the final deterministic step
+    of a kernel without noise there (flow_cps) changes x by only σ_last·v; with an untrained x̂₀ net that
+    untrained step would decide the result and GRPO's gradient (which cannot see it) points downhill."""
+
     lora_target_modules = ["inp", "out"]
 
-    def __init__(self) -> None:
+    def __init__(self, predict: str = "x0") -> None:
         self.network = ToyNet()
+        self.predict = predict
 
     def encode_prompts(self, prompts):
         for p in prompts:
@@ -47,6 +53,8 @@ class ToyPolicy:
         return torch.linspace(1.0, 0.0, num_steps + 1)
 
     def velocity(self, x, sigma, cond):
+        if self.predict == "velocity":
+            return self.network(x, sigma, cond)
         x0 = self.network(x, sigma, cond)
         return (x - x0) / sigma[:, None]
 
@@ -54,8 +62,8 @@ class ToyPolicy:
         return [row.clone() for row in x]
 
 
-def make(**_: object) -> ToyPolicy:
-    return ToyPolicy()
+def make(predict: str = "x0", **_: object) -> ToyPolicy:
+    return ToyPolicy(predict)
 
 
 class ToyReward:

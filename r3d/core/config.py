@@ -119,7 +119,19 @@ class TrainConfig(StrictModel):
     global_std: bool = Field(False, description="Normalise advantages by the std of the whole batch.")
     buffer_size: int = Field(0, ge=0, description="Per-prompt cross-iteration reward buffer (DDPO); 0 = off.")
     buffer_min_count: int = Field(16, ge=1)
+    overlap_rewards: bool = Field(
+        False,
+        description="Decode and score each rollout chunk (batch_size samples) in a worker thread while "
+        "the next chunk is sampled. Rewards then see one chunk per call: identical results for "
+        "per-sample rewards; batch-dependent ones (in-batch R-precision distractors) differ.",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> TrainConfig:
+        if self.overlap_rewards and self.algorithm == "nabla":
+            raise ValueError("train.overlap_rewards applies to algorithm grpo, not nabla")
+        return self
 
 
 class PromptsConfig(StrictModel):

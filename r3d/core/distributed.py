@@ -3,24 +3,70 @@
 Every rank holds the same trainable weights, optimizer state and RNG streams; each rank samples
 and scores its slice of the global batch; rewards are gathered before advantages, gradients are
 averaged (all-reduce, exactly what DDP does for the trainable parameters) before each optimizer
-step; rank 0 alone writes logs and checkpoints. CPU runs use the gloo backend.
+step; rank 0 alone writes logs and checkpoints. CPU runs use the gloo backend; on GPUs CUDA tensors
+go over NCCL and CPU tensors (rewards, scalars) over gloo.
+
+Launchers (all set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT):
+
+- ``torchrun --standalone --nproc_per_node N -m r3d grpo RECIPE``
+- ``accelerate launch --multi_gpu --num_processes N --num_machines 1 --mixed_precision no
+  --dynamo_backend no [--main_process_port 0] -m r3d grpo RECIPE`` — also on a CPU-only machine
+  (accelerate then runs torchrun, and r3d picks gloo). ``accelerate launch --cpu --num_processes N``
+  starts ONE process unless given an MPI hostfile (``--mpirun_hostfile``); r3d warns when it sees that.
+- ``mpirun -n N python -m r3d grpo RECIPE`` (Open MPI / MPICH / MVAPICH ranks are read like
+  accelerate reads them; MASTER_ADDR defaults to 127.0.0.1 and MASTER_PORT to 29500).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import torch.distributed as dist
 
+# (r3d's variable, the MPI launchers' names for it), in the order accelerate reads them.
+_MPI_ENV = {
+    "RANK": ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK"),
+    "WORLD_SIZE": ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"),
+    "LOCAL_RANK": ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK"),
+}
+
+
+def _env_from_mpi() -> None:
+    """Fill RANK / WORLD_SIZE / LOCAL_RANK (and a local rendezvous) from an MPI launcher's variables."""
+    for name, sources in _MPI_ENV.items():
+        value = next((os.environ[s] for s in sources if s in os.environ), None)
+        if value is not None:
+            os.environ.setdefault(name, value)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29500")
+
 
 def init_from_env() -> None:
-    """Join the process group described by torchrun / accelerate's env vars (no-op for 1 process)."""
-    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        backend = (
-            "nccl" if torch.cuda.is_available() and os.environ.get("R3D_DIST_BACKEND") != "gloo" else "gloo"
-        )
-        dist.init_process_group(backend)
+    """Join the process group the launcher describes (no-op for 1 process); pins the GPU to LOCAL_RANK.
+
+    Call it before the policy is built, so that "cuda" means this rank's GPU. ``R3D_DIST_BACKEND=gloo``
+    forces gloo on a GPU machine.
+    """
+    if not dist.is_available() or dist.is_initialized():
+        return
+    _env_from_mpi()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in os.environ:
+            warnings.warn(
+                "accelerate launch --cpu --num_processes N started a single process (its multi-CPU mode "
+                "needs --mpirun_hostfile); use accelerate launch --multi_gpu --num_processes N (gloo is "
+                "picked on CPU) or torchrun --nproc_per_node N",
+                stacklevel=2,
+            )
+        return
+    backend = "gloo"
+    if torch.cuda.is_available() and os.environ.get("R3D_DIST_BACKEND") != "gloo":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(backend)
 
 
 def world_size() -> int:
@@ -42,6 +88,15 @@ def gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(world_size())]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts)
+
+
+def broadcast_from_main(tensors: list[torch.Tensor]) -> None:
+    """Overwrite ``tensors`` in place with rank 0's values (DDP's start-of-training sync)."""
+    if world_size() == 1:
+        return
+    with torch.no_grad():
+        for t in tensors:
+            dist.broadcast(t.data, src=0)
 
 
 def average_gradients(params: list[torch.nn.Parameter]) -> None:

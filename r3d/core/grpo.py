@@ -12,6 +12,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from r3d.core.io import append_jsonl, atomic_write_text, read_jsonl
 from r3d.core.losses import gaussian_kl, grpo_policy_loss
 from r3d.core.recipe import save_resolved
 from r3d.core.rewards import RewardMix
-from r3d.core.rollout import Schedule, decode, make_schedule, sample, transition
+from r3d.core.rollout import Schedule, Trajectory, decode, make_schedule, sample, transition
 
 Logger = Callable[[str], None]
 
@@ -66,10 +67,15 @@ class GRPOTrainer:
         self.preview = preview or getattr(policy, "save_preview", None)
         self.progress = progress
         t = recipe.train
-        self.peft = attach_lora(policy, t.lora.rank, t.lora.alpha, t.lora.target_modules)
+        # LoRA's random init (torch's default seed differs per process) from run.seed: a run is
+        # reproducible, and every rank starts from rank 0's adapter, as DDP does.
+        with torch.random.fork_rng():
+            torch.manual_seed(recipe.run.seed)
+            self.peft = attach_lora(policy, t.lora.rank, t.lora.alpha, t.lora.target_modules)
         self.params = [p for p in self.peft.parameters() if p.requires_grad]
         if not self.params:
             raise R3DError("LoRA found no trainable parameters; check train.lora.target_modules")
+        dist.broadcast_from_main(self.params)
         n_samples = t.prompts_per_iteration * t.group_size
         if n_samples % self.world:
             raise R3DError(
@@ -164,9 +170,11 @@ class GRPOTrainer:
         sde_steps: torch.Tensor,
         generator: torch.Generator | list[torch.Generator] | None,
         schedule: Schedule | None = None,
+        on_chunk: Callable[[torch.Tensor, Any, Trajectory], None] | None = None,
     ) -> dict[str, Any]:
         """Sample ``prompts`` from ``noise`` chunk by chunk (``train.batch_size``); ``generator`` is
-        one generator or one per sample."""
+        one generator or one per sample. ``on_chunk(idx, cond, traj)`` is called after each chunk
+        (idx: (n,) positions in ``prompts``; cond: the chunk's conditions)."""
         schedule = schedule or self.schedule
         cond = self.policy.encode_prompts(prompts)
         trajs = []
@@ -185,6 +193,8 @@ class GRPOTrainer:
                     generator=gen,
                 )
             )
+            if on_chunk is not None:
+                on_chunk(idx, c, trajs[-1])
         return {
             "cond": cond,
             "latents": torch.cat([t.latents for t in trajs]),
@@ -294,7 +304,6 @@ class GRPOTrainer:
         """One GRPO iteration over the global batch; this rank samples and trains its slice."""
         t = self.cfg.train
         metrics: dict[str, float] = {"iteration": self.iteration + 1}
-        tic = time.perf_counter()
         prompts_once = self._choose_prompts()
         all_prompts = [p for p in prompts_once for _ in range(t.group_size)]
         sde_steps = self._sde_steps()
@@ -305,16 +314,13 @@ class GRPOTrainer:
         mine = range(self.rank * n_local, (self.rank + 1) * n_local)
         prompts = [all_prompts[i] for i in mine]
         gens = [torch.Generator().manual_seed(base + i) for i in mine]
-        roll = self.rollout(prompts, noise[mine.start : mine.stop], self.cfg.sampler.kernel, sde_steps, gens)
-        metrics["time/sample_s"] = time.perf_counter() - tic
+        rollout_and_score = self._overlapped if t.overlap_rewards else self._sequential
+        local_noise = noise[mine.start : mine.stop]
+        roll, total, comps = rollout_and_score(prompts, local_noise, sde_steps, gens, metrics)
         tic = time.perf_counter()
-        artifacts = decode(self.policy, roll["latents"][:, -1], roll["cond"])
-        metrics["time/decode_s"] = time.perf_counter() - tic
-        tic = time.perf_counter()
-        total, comps = self.rewards(artifacts, prompts)
         total = dist.gather_cat(total)
         comps = {k: dist.gather_cat(comps[k]) for k in sorted(comps)}
-        metrics["time/reward_s"] = time.perf_counter() - tic
+        metrics["time/reward_s"] += time.perf_counter() - tic
         stats = self.tracker.update(all_prompts, total)
         metrics["reward"] = float(total.mean())
         metrics["reward_std"] = float(total.std(unbiased=False))
@@ -326,6 +332,55 @@ class GRPOTrainer:
         metrics["time/train_s"] = time.perf_counter() - tic
         self.iteration += 1
         return metrics
+
+    def _sequential(
+        self, prompts: list[str], noise: torch.Tensor, sde_steps: torch.Tensor, gens: list, metrics: dict
+    ) -> tuple[dict[str, Any], torch.Tensor, dict[str, torch.Tensor]]:
+        """Sample every chunk, then decode all, then score all; times go into ``metrics``."""
+        tic = time.perf_counter()
+        roll = self.rollout(prompts, noise, self.cfg.sampler.kernel, sde_steps, gens)
+        metrics["time/sample_s"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        artifacts = decode(self.policy, roll["latents"][:, -1], roll["cond"])
+        metrics["time/decode_s"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        total, comps = self.rewards(artifacts, prompts)
+        metrics["time/reward_s"] = time.perf_counter() - tic
+        return roll, total, comps
+
+    def _overlapped(
+        self, prompts: list[str], noise: torch.Tensor, sde_steps: torch.Tensor, gens: list, metrics: dict
+    ) -> tuple[dict[str, Any], torch.Tensor, dict[str, torch.Tensor]]:
+        """Like :meth:`_sequential`, but chunk k is decoded and scored in one worker thread while
+        chunk k+1 is sampled; results are concatenated in chunk order. ``time/reward_s`` is the time
+        the loop waited for rewards after sampling, ``time/reward_worker_s`` the worker's busy time."""
+
+        def decode_and_score(x0: torch.Tensor, cond: Any, chunk_prompts: list[str]) -> tuple:
+            tic = time.perf_counter()
+            with torch.no_grad():
+                artifacts = decode(self.policy, x0, cond)
+            return *self.rewards(artifacts, chunk_prompts), time.perf_counter() - tic
+
+        futures: list[Future] = []
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r3d-rewards")
+
+        def submit(idx: torch.Tensor, cond: Any, traj: Trajectory) -> None:
+            chunk_prompts = [prompts[int(i)] for i in idx]
+            futures.append(pool.submit(decode_and_score, traj.latents[:, -1], cond, chunk_prompts))
+
+        try:
+            tic = time.perf_counter()
+            roll = self.rollout(prompts, noise, self.cfg.sampler.kernel, sde_steps, gens, on_chunk=submit)
+            metrics["time/sample_s"] = time.perf_counter() - tic
+            tic = time.perf_counter()
+            results = [f.result() for f in futures]
+            metrics["time/reward_s"] = time.perf_counter() - tic
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        metrics["time/reward_worker_s"] = sum(r[2] for r in results)
+        total = torch.cat([r[0] for r in results])
+        comps = {k: torch.cat([r[1][k] for r in results]) for k in results[0][1]}
+        return roll, total, comps
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self._stop_requested:

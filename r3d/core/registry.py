@@ -35,6 +35,8 @@ REWARDS: dict[str, str] = {
     "motion_combined": "r3d.rewards.motion:MotionCombinedReward",
     "tmr_cosine": "r3d.rewards.motion:TMRCosineReward",
     "tmr_matching": "r3d.rewards.motion:TMRMatchingReward",
+    "remote": "r3d.rewards.remote:RemoteReward",
+    "vlm_judge": "r3d.rewards.vlm:VLMJudgeReward",
 }
 
 

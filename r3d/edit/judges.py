@@ -27,8 +27,6 @@ import json
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ import torch
 from PIL import Image
 
 from r3d.core.errors import R3DError
+from r3d.core.http import http_attempt
 from r3d.edit.config import JudgeConfig, OpenAIEndpoint
 from r3d.edit.dataset import EditSample
 from r3d.edit.editors import resolve_device, resolve_dtype
@@ -238,9 +237,6 @@ def image_data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-_RETRY_STATUS = {408, 409, 425, 429}
-
-
 class OpenAIChatClient:
     """Chat completions against an OpenAI-compatible server, with concurrency, timeouts, retries."""
 
@@ -265,26 +261,14 @@ class OpenAIChatClient:
 
     def _post(self, body: bytes) -> tuple[str | None, str | None, bool, float | None]:
         """(text, error, retryable, retry_after_s) for one HTTP attempt."""
-        request = urllib.request.Request(
+        raw, error, retryable, wait = http_attempt(
             self.url,
-            data=body,
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"},
-            method="POST",
+            body,
+            {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"},
+            self.endpoint.timeout_s,
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self.endpoint.timeout_s) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
-            retry_after = exc.headers.get("Retry-After") if exc.headers else None
-            wait = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
-            retryable = exc.code in _RETRY_STATUS or exc.code >= 500
-            return None, f"HTTP {exc.code}: {detail[:200]}", retryable, wait
-        except TimeoutError:
-            return None, f"timed out after {self.endpoint.timeout_s:g} s", True, None
-        except (urllib.error.URLError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            return None, f"connection error: {reason}", True, None
+        if raw is None:
+            return None, error, retryable, wait
         try:
             message = json.loads(raw)["choices"][0]["message"]
             content = message.get("content")

@@ -47,6 +47,95 @@ DINO_KEY_RENAMES = {
     ".attention.output.dense.": ".attention.o_proj.",
 }
 DEFAULT_LORA_TARGETS = ["to_q", "to_k", "to_v", "out_proj"]
+#: ``hunyuan3d-dit-v2-1/config.yaml`` of tencent/Hunyuan3D-2.1 (the architecture sections, the scheduler
+#: and the image processor). Used to build the full-size modules on the meta device when the weights
+#: are absent (``device="meta"``: shapes and memory estimates, e.g. ``r3d grpo --dry-run``).
+HUNYUAN3D_21_CONFIG: dict[str, Any] = {
+    "model": {
+        "target": "hy3dshape.models.denoisers.hunyuandit.HunYuanDiTPlain",
+        "params": {
+            "input_size": 4096,
+            "in_channels": 64,
+            "hidden_size": 2048,
+            "context_dim": 1024,
+            "depth": 21,
+            "num_heads": 16,
+            "qk_norm": True,
+            "text_len": 1370,
+            "with_decoupled_ca": False,
+            "use_attention_pooling": False,
+            "qk_norm_type": "rms",
+            "qkv_bias": False,
+            "use_pos_emb": False,
+            "num_moe_layers": 6,
+            "num_experts": 8,
+            "moe_top_k": 2,
+        },
+    },
+    "vae": {
+        "target": "hy3dshape.models.autoencoders.ShapeVAE",
+        "params": {
+            "num_latents": 4096,
+            "embed_dim": 64,
+            "num_freqs": 8,
+            "include_pi": False,
+            "heads": 16,
+            "width": 1024,
+            "num_encoder_layers": 8,
+            "num_decoder_layers": 16,
+            "qkv_bias": False,
+            "qk_norm": True,
+            "scale_factor": 1.0039506158752403,
+            "geo_decoder_mlp_expand_ratio": 4,
+            "geo_decoder_downsample_ratio": 1,
+            "geo_decoder_ln_post": True,
+            "point_feats": 4,
+            "pc_size": 81920,
+            "pc_sharpedge_size": 0,
+        },
+    },
+    "conditioner": {
+        "target": "hy3dshape.models.conditioner.SingleImageEncoder",
+        "params": {
+            "main_image_encoder": {
+                "type": "DinoImageEncoder",
+                "kwargs": {
+                    "config": {
+                        "attention_probs_dropout_prob": 0.0,
+                        "drop_path_rate": 0.0,
+                        "hidden_act": "gelu",
+                        "hidden_dropout_prob": 0.0,
+                        "hidden_size": 1024,
+                        "image_size": 518,
+                        "initializer_range": 0.02,
+                        "layer_norm_eps": 1e-6,
+                        "layerscale_value": 1.0,
+                        "mlp_ratio": 4,
+                        "model_type": "dinov2",
+                        "num_attention_heads": 16,
+                        "num_channels": 3,
+                        "num_hidden_layers": 24,
+                        "patch_size": 14,
+                        "qkv_bias": True,
+                        "torch_dtype": "float32",
+                        "use_swiglu_ffn": False,
+                    },
+                    "image_size": 518,
+                    "use_cls_token": True,
+                },
+            }
+        },
+    },
+    "scheduler": {
+        "target": "hy3dshape.schedulers.FlowMatchEulerDiscreteScheduler",
+        "params": {"num_train_timesteps": 1000},
+    },
+    "image_processor": {
+        "target": "hy3dshape.preprocessors.ImageProcessorV2",
+        "params": {"size": 512, "border_ratio": 0.15},
+    },
+}
+IMPLEMENTATIONS = ("r3d", "official")
 
 
 # ----------------------------------------------------------------------------- image preprocessing
@@ -159,14 +248,15 @@ class Hunyuan3DConditioner(nn.Module):
 class Hunyuan3DShapeModel:
     """The three networks of the shape model plus the parsed config.
 
-    ``dit(x, t, context)`` in Hunyuan's convention; ``vae.decode`` / ``vae.occupancy``;
-    ``conditioner(image)``; ``shift`` of the flow-matching scheduler; ``image_size`` / ``border_ratio``
-    of the image preprocessor.
+    ``dit(x, t, context)`` in Hunyuan's convention; ``vae.decode`` / ``vae.occupancy`` /
+    ``vae.latent_shape``; ``conditioner(image)`` / ``conditioner.unconditional(batch, like)`` — r3d's
+    modules or the wrappers of Tencent's (:mod:`r3d.models.hunyuan3d_official`); ``shift`` of the
+    flow-matching scheduler; ``image_size`` / ``border_ratio`` of the image preprocessor.
     """
 
-    dit: HunyuanDiT
-    vae: ShapeVAEDecoder
-    conditioner: Hunyuan3DConditioner
+    dit: nn.Module
+    vae: nn.Module
+    conditioner: nn.Module
     config: dict[str, Any]
     shift: float = 1.0
     image_size: int = 512
@@ -288,13 +378,12 @@ def load_modules(
     return dit, vae, cond
 
 
-def load_shape_model(
-    model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> Hunyuan3DShapeModel:
-    """Read the official ``config.yaml`` + ``model.fp16.ckpt`` from ``model_dir`` (see module docstring)."""
-    cfg_path, ckpt_path = find_model_files(model_dir)
-    cfg = read_config(cfg_path)
-    dit, vae, cond = load_modules(cfg, read_checkpoint(ckpt_path), device, dtype)
+def _check_implementation(implementation: str) -> None:
+    if implementation not in IMPLEMENTATIONS:
+        raise R3DError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}, got {implementation!r}")
+
+
+def _shape_model(cfg: dict[str, Any], dit: nn.Module, vae: nn.Module, cond: nn.Module) -> Hunyuan3DShapeModel:
     sched = (cfg.get("scheduler") or {}).get("params", {}) or {}
     proc = (cfg.get("image_processor") or {}).get("params", {}) or {}
     border = proc.get("border_ratio")
@@ -307,6 +396,66 @@ def load_shape_model(
         image_size=int(proc.get("size", 512)),
         border_ratio=0.15 if border is None else float(border),
     )
+
+
+def load_shape_model(
+    model_dir: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    implementation: str = "r3d",
+) -> Hunyuan3DShapeModel:
+    """Read the official ``config.yaml`` + ``model.fp16.ckpt`` from ``model_dir`` (see module docstring).
+
+    ``implementation``: ``r3d`` (r3d's own modules) or ``official`` (Tencent's classes from an installed
+    ``hy3dshape``, built from the config's ``target:`` entries, see :mod:`r3d.models.hunyuan3d_official`).
+    """
+    _check_implementation(implementation)
+    cfg_path, ckpt_path = find_model_files(model_dir)
+    cfg = read_config(cfg_path)
+    if implementation == "official":
+        from r3d.models.hunyuan3d_official import load_official_modules
+
+        dit, vae, cond = load_official_modules(cfg, read_checkpoint(ckpt_path), device, dtype)
+    else:
+        dit, vae, cond = load_modules(cfg, read_checkpoint(ckpt_path), device, dtype)
+    return _shape_model(cfg, dit, vae, cond)
+
+
+def meta_shape_model(
+    model_dir: str | Path | None = None, dtype: torch.dtype = torch.float32
+) -> Hunyuan3DShapeModel:
+    """r3d's modules on the meta device, without weights: the config.yaml of ``model_dir`` when there is
+    one, else Hunyuan3D-2.1's (:data:`HUNYUAN3D_21_CONFIG`). Full-size shapes for memory estimates."""
+    cfg = HUNYUAN3D_21_CONFIG
+    if model_dir is not None:
+        root = Path(model_dir).expanduser()
+        found = [f / CONFIG_NAME for f in (root, root / SUBFOLDER) if (f / CONFIG_NAME).is_file()]
+        if found:
+            cfg = read_config(found[0])
+    with torch.device("meta"):
+        dit, vae, cond = build_modules(cfg)
+    for m in (dit, vae, cond):
+        m.to(dtype=dtype).eval().requires_grad_(False)
+    return _shape_model(cfg, dit, vae, cond)
+
+
+def missing_weights(model_dir: str | None = None, implementation: str = "r3d", **_: Any) -> list[str]:
+    """What ``load_hunyuan3d_policy`` would miss (one message each, naming the fix); [] when ready."""
+    from r3d.core.weights import default_dir
+
+    problems = []
+    try:
+        find_model_files(model_dir if model_dir is not None else default_dir("hunyuan3d-2.1"))
+    except R3DError as exc:
+        problems.append(str(exc))
+    if implementation == "official":
+        from r3d.models.hunyuan3d_official import import_hy3dshape
+
+        try:
+            import_hy3dshape()
+        except R3DError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 # ----------------------------------------------------------------------------- policy
@@ -375,6 +524,14 @@ class Hunyuan3DPolicy:
 
     def select_cond(self, cond: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return cond[index.to(cond.device)]
+
+    def example_cond(self, batch: int) -> torch.Tensor:
+        """Condition tokens (batch, L, D) of a blank white image, through the real conditioner (shape
+        checks and memory measurements without condition images; works on the meta device)."""
+        size = self.model.image_size
+        image = torch.ones(batch, 3, size, size, device=self.device)
+        with torch.no_grad():
+            return self.model.conditioner(image).to(self.dtype)
 
     def initial_noise(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         """ε ~ N(0, I), (batch, N, C) fp32 on the generator's device."""
@@ -454,17 +611,30 @@ def load_hunyuan3d_policy(
     mc_level: float = 0.0,
     gradient_checkpointing: bool = False,
     lora_target_modules: list[str] | None = None,
+    implementation: str = "r3d",
 ) -> Hunyuan3DPolicy:
-    """Recipe factory (``model: {name: hunyuan3d, options: {...}}``); ``model_dir`` defaults to where
-    ``r3d fetch-weights hunyuan3d-2.1`` puts the files; ``dtype`` float32 | bfloat16 | float16."""
+    """Recipe factory (``model: {name: hunyuan3d, options: {...}}``).
+
+    ``model_dir`` defaults to where ``r3d fetch-weights hunyuan3d-2.1`` puts the files; ``dtype``
+    float32 | bfloat16 | float16; ``implementation`` r3d (r3d's own modules) | official (Tencent's
+    installed ``hy3dshape`` classes behind the same adapter); ``device="meta"`` builds r3d's modules
+    without weights (see :func:`meta_shape_model`).
+    """
     if dtype not in _DTYPES:
         raise R3DError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    _check_implementation(implementation)
     if model_dir is None:
         from r3d.core.weights import default_dir
 
         model_dir = str(default_dir("hunyuan3d-2.1"))
-    model = load_shape_model(model_dir, resolve_device(device), _DTYPES[dtype])
+    if device == "meta":
+        model = meta_shape_model(model_dir, _DTYPES[dtype])
+    else:
+        model = load_shape_model(model_dir, resolve_device(device), _DTYPES[dtype], implementation)
     model.dit.gradient_checkpointing = bool(gradient_checkpointing)
     return Hunyuan3DPolicy(
         model, cfg_scale, decode_resolution, num_chunks, mc_level, 1.01, lora_target_modules
     )
+
+
+load_hunyuan3d_policy.missing_weights = missing_weights  # type: ignore[attr-defined]  # dry-run hook

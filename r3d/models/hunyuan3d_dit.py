@@ -228,7 +228,11 @@ class MoEBlock(nn.Module):
         index, weight = self.gate(tokens)
         flat = index.reshape(-1)  # (T·k,), slot j belongs to token j // k
         order = torch.argsort(flat, stable=True)
-        counts = torch.bincount(flat, minlength=len(self.experts)).tolist()
+        if flat.is_meta:  # routing is data-dependent: shape inference assumes balanced experts (same total)
+            n, e = flat.numel(), len(self.experts)
+            counts = [n // e + (i < n % e) for i in range(e)]
+        else:
+            counts = torch.bincount(flat, minlength=len(self.experts)).tolist()
         routed = tokens[order // self.top_k]
         outs = [
             expert(chunk)
@@ -305,6 +309,10 @@ class HunyuanDiT(nn.Module):
             for layer in range(cfg.depth)
         )
         self.final_layer = FinalLayer(d, cfg.in_channels)
+
+    def checkpoint_units(self) -> list[nn.Module]:
+        """The modules ``gradient_checkpointing`` recomputes in the backward pass (the blocks)."""
+        return list(self.blocks)
 
     def _run(self, block: DiTBlock, *args: torch.Tensor | None) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():

@@ -559,6 +559,10 @@ def resolve_evaluator(
     if spec in ("tiny-t2m", "tiny-tmr"):
         return load_evaluator(tiny_evaluator_path(spec.split("-")[1]))
     path = Path(spec)
+    if not path.exists():
+        raise R3DError(
+            f"evaluator not found: {spec} (use tiny-t2m, tiny-tmr, a T2M finest.tar or a TMR folder)"
+        )
     if path.suffix == ".safetensors" or path.is_dir():
         return load_evaluator(path)
     if glove is None or stats_dir is None:

@@ -21,7 +21,7 @@ from r3d.core.rewards import Reward
 #: Reward name → "module:Class" (the registry lives in r3d.core.registry; every class takes keyword options).
 REGISTRY: dict[str, str] = REWARDS
 #: Rewards that need a text prompt (they are skipped by ``r3d score`` without ``--prompt``).
-NEEDS_PROMPT: frozenset[str] = frozenset({"semantic", "uni3d", "silhouette"})
+NEEDS_PROMPT: frozenset[str] = frozenset({"semantic", "uni3d", "silhouette", "vlm_judge"})
 
 
 def available_rewards() -> list[str]:

@@ -1,4 +1,4 @@
-"""Memory accounting (r3d.core.memory) and the dry run's estimate (r3d.runner.dry_run)."""
+"""Memory accounting (r3d.core.memory) and the dry run's estimate (r3d.dry_run.dry_run)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from r3d.core.memory import (
     saved_peak,
     unit_peak,
 )
+from r3d.dry_run import dry_run
 from r3d.models.hunyuan3d import build_modules
-from r3d.runner import dry_run
 
 
 def _dit_pass(dit: nn.Module, b: int, device: str = "cpu") -> None:

@@ -108,7 +108,7 @@ def _dry_run(cfg: Any, run_dir: Path, source: str, as_json: bool) -> None:
     """Print the dry-run report (rich tables or JSON); exit 2 when it found problems."""
     from r3d.core.errors import R3DError
     from r3d.core.memory import device_key, format_bytes
-    from r3d.runner import dry_run
+    from r3d.dry_run import dry_run
 
     with console.status("dry run: building the policy and rewards, one pipeline pass"):
         report = dry_run(cfg, run_dir, source)

@@ -36,9 +36,13 @@ def test_tiny_motion_recipe_runs_two_iterations_with_exact_first_ratio(tmp_path)
 
 
 def test_tiny_motion_recipe_holds_out_its_eval_prompts():
-    """The recipe's evaluation prompts are not training prompts, and only high-noise steps are trained."""
+    """The recipe's evaluation prompts are not training prompts, no training prompt is a caption of the
+    held-out reference set eval-motion judges with, and only high-noise steps are trained."""
+    from r3d.motion.synthetic import caption_pool
+
     cfg = load_recipe(RECIPES / "motion_tiny.yaml", GRPORecipe, [])
     assert not set(cfg.prompts.eval) & set(cfg.prompts.train)
+    assert not set(cfg.prompts.train) & set(caption_pool(640, 1))  # eval-motion's synthetic reference
     assert cfg.sampler.kernel == "ddim" and cfg.sampler.sde_window.range[1] < cfg.sampler.num_steps
 
 

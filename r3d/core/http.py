@@ -1,10 +1,16 @@
-"""One HTTP attempt with the retry classification shared by r3d's HTTP clients (stdlib only)."""
+"""One HTTP attempt and the retry loop shared by r3d's HTTP clients (stdlib only)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("r3d.http")
 
 #: Statuses worth retrying besides every 5xx (timeout, conflict, too early, rate limited).
 RETRY_STATUS = frozenset({408, 409, 425, 429})
@@ -37,3 +43,28 @@ def http_attempt(
         return None, f"timed out after {timeout_s:g} s", True, None
     except (urllib.error.URLError, ConnectionError, OSError) as exc:
         return None, f"connection error: {getattr(exc, 'reason', exc)}", True, None
+
+
+def with_retries(
+    attempt: Callable[[], tuple[Any, str | None, bool, float | None]],
+    retries: int,
+    backoff_s: float,
+    max_backoff_s: float,
+    label: str,
+) -> tuple[Any, str | None, int]:
+    """Call ``attempt`` (→ value, error, retryable, retry_after_s) until it succeeds, fails for good
+    or ``retries`` extra attempts are spent → (value, error, attempts made).
+
+    The delay before retry k (0-based) is backoff_s·2^k, at least the server's Retry-After, at most
+    ``max_backoff_s``; each retry is logged as a warning naming ``label`` and the error.
+    """
+    for k in range(retries + 1):
+        value, error, retryable, wait = attempt()
+        if error is None:
+            return value, None, k + 1
+        if not retryable or k == retries:
+            return None, error, k + 1
+        delay = min(max_backoff_s, max(backoff_s * 2**k, wait or 0.0))
+        log.warning("%s failed (%s); retry %d in %.2f s", label, error, k + 1, delay)
+        time.sleep(delay)
+    raise AssertionError("unreachable")

@@ -26,7 +26,6 @@ import io
 import json
 import logging
 import os
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import torch
 from PIL import Image
 
 from r3d.core.errors import R3DError
-from r3d.core.http import http_attempt
+from r3d.core.http import http_attempt, with_retries
 from r3d.edit.config import JudgeConfig, OpenAIEndpoint
 from r3d.edit.dataset import EditSample
 from r3d.edit.editors import resolve_device, resolve_dtype
@@ -282,21 +281,13 @@ class OpenAIChatClient:
 
     def complete(self, query: Query) -> Answer:
         body = json.dumps(self.payload(query)).encode("utf-8")
-        error = None
-        for attempt in range(self.endpoint.retries + 1):
-            text, error, retryable, wait = self._post(body)
-            if error is None:
-                return Answer(text=text, requests=attempt + 1)
-            if not retryable or attempt == self.endpoint.retries:
-                return Answer(
-                    text=None, error=f"{error} (after {attempt + 1} request(s))", requests=attempt + 1
-                )
-            delay = min(self.endpoint.max_backoff_s, self.endpoint.backoff_s * 2**attempt)
-            if wait is not None:
-                delay = min(self.endpoint.max_backoff_s, max(delay, wait))
-            log.warning("judge request failed (%s); retry %d in %.2f s", error, attempt + 1, delay)
-            time.sleep(delay)
-        return Answer(text=None, error=error)  # unreachable; keeps type checkers calm
+        e = self.endpoint
+        text, error, attempts = with_retries(
+            lambda: self._post(body), e.retries, e.backoff_s, e.max_backoff_s, "judge request"
+        )
+        if error is None:
+            return Answer(text=text, requests=attempts)
+        return Answer(text=None, error=f"{error} (after {attempts} request(s))", requests=attempts)
 
     def generate(self, queries: Sequence[Query]) -> list[Answer]:
         with ThreadPoolExecutor(max_workers=self.endpoint.concurrency) as pool:

@@ -31,10 +31,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import logging
 import math
 import os
-import time
 import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,9 +42,7 @@ import numpy as np
 import torch
 
 from r3d.core.errors import R3DError
-from r3d.core.http import http_attempt
-
-log = logging.getLogger("r3d.rewards")
+from r3d.core.http import http_attempt, with_retries
 
 MESH_FORMATS = ("arrays", "ply", "glb")
 
@@ -226,17 +222,17 @@ class RemoteReward:
     def _call(self, url: str, payload: dict[str, Any] | None) -> Any:
         """POST ``payload`` (GET when None) with retries; the decoded JSON answer, or R3DError."""
         body = None if payload is None else json.dumps(payload).encode("utf-8")
-        for attempt in range(self.retries + 1):
-            answer, error, retryable, wait = _request(url, body, self.timeout_s, self._headers)
-            if error is None:
-                return answer
-            if not retryable or attempt == self.retries:
-                what = getattr(self, "name", None) or "remote"
-                raise R3DError(f"reward '{what}' at {url}: {error} (after {attempt + 1} request(s))")
-            delay = min(self.max_backoff_s, max(self.backoff_s * 2**attempt, wait or 0.0))
-            log.warning("remote reward request failed (%s); retry %d in %.2f s", error, attempt + 1, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        answer, error, attempts = with_retries(
+            lambda: _request(url, body, self.timeout_s, self._headers),
+            self.retries,
+            self.backoff_s,
+            self.max_backoff_s,
+            "remote reward request",
+        )
+        if error is not None:
+            what = getattr(self, "name", None) or "remote"
+            raise R3DError(f"reward '{what}' at {url}: {error} (after {attempts} request(s))")
+        return answer
 
     def _score_batch(self, artifacts: Sequence[Any], prompts: Sequence[str]) -> dict[str, list[float]]:
         payload = {

@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -666,6 +667,17 @@ def default_cache_dir() -> Path:
 
     root = os.environ.get("R3D_CACHE_DIR")
     return (Path(root) if root else Path.home() / ".cache" / "r3d") / "motion"
+
+
+def add_training_arguments(parser: Any) -> None:
+    """The flags every training script on the synthetic set shares (an ``argparse`` parser): training
+    set size and data seed, model seed, torch threads, data cache folder, output file."""
+    parser.add_argument("--n-train", type=int, default=4000)
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
+    parser.add_argument("--cache-dir", default=str(default_cache_dir()))
+    parser.add_argument("--out", default=None, help="output .safetensors (default: the shipped asset path)")
 
 
 def _cache_key(n: int, seed: int) -> str:

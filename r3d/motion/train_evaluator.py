@@ -26,7 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from r3d.motion.evaluators import ASSETS, T2MEvaluator, TMREvaluator, save_evaluator
 from r3d.motion.metrics import matching_score, r_precision
-from r3d.motion.synthetic import MotionDataset, default_cache_dir, load_or_build
+from r3d.motion.synthetic import MotionDataset, add_training_arguments, load_or_build
 from r3d.motion.text import HashedWordVectors, token_sequences
 
 TINY_T2M_DIMS = {
@@ -186,13 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--tau", type=float, default=0.1)
-    ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-test", type=int, default=640)
-    ap.add_argument("--data-seed", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
-    ap.add_argument("--cache-dir", default=str(default_cache_dir()))
-    ap.add_argument("--out", default=None, help="output .safetensors (default: the shipped asset path)")
+    add_training_arguments(ap)
     train(ap.parse_args(argv))
 
 

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from r3d.models.mdm import MDM, TINY_MDM_PATH, beta_schedule, save_tiny_mdm
 from r3d.motion.representation import grouped_std
-from r3d.motion.synthetic import MAX_LENGTH, default_cache_dir, load_or_build
+from r3d.motion.synthetic import MAX_LENGTH, add_training_arguments, load_or_build
 from r3d.motion.text import sentence_features
 
 TINY_MDM_CONFIG = {
@@ -139,12 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--guidance-scale", type=float, default=2.5, help="recorded default CFG scale of the policy"
     )
-    ap.add_argument("--n-train", type=int, default=4000)
-    ap.add_argument("--data-seed", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
-    ap.add_argument("--cache-dir", default=str(default_cache_dir()))
-    ap.add_argument("--out", default=None, help="output .safetensors (default: the shipped asset path)")
+    add_training_arguments(ap)
     train(ap.parse_args(argv))
 
 

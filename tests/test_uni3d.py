@@ -290,3 +290,27 @@ def test_templates_from_uni3d_style_json(tmp_path):
 def test_too_few_points_is_a_clear_error():
     with pytest.raises(R3DError, match="at least 16 points"):
         tiny_uni3d().encode_pc(torch.zeros(1, 10, 6))
+
+
+def test_missing_weights_names_both_downloads_and_drops_clip_with_precomputed_targets(tmp_path, monkeypatch):
+    """The dry-run hook: with an empty R3D_HOME it names `fetch-weights uni3d-g` and, since the prompt
+    targets need CLIP, `fetch-weights eva02-e-14-plus`; precomputed target embeddings make CLIP
+    unnecessary; present files report nothing."""
+    from r3d.rewards.uni3d import Uni3DReward
+
+    monkeypatch.setenv("R3D_HOME", str(tmp_path / "home"))
+    problems = " ".join(Uni3DReward.missing_weights())
+    assert "r3d fetch-weights uni3d-g" in problems and "r3d fetch-weights eva02-e-14-plus" in problems
+
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"x")
+    targets = tmp_path / "targets.safetensors"
+    save_file({"a chair": torch.ones(4)}, str(targets))
+    assert Uni3DReward.missing_weights(weights=str(weights), target_embeddings=str(targets)) == []
+    assert "target embeddings not found" in " ".join(
+        Uni3DReward.missing_weights(weights=str(weights), target_embeddings=str(tmp_path / "none"))
+    )
+    clip = tmp_path / "clip.bin"
+    clip.write_bytes(b"x")
+    left = Uni3DReward.missing_weights(weights=str(weights), clip_pretrained=str(clip))
+    assert all("fetch-weights" not in p for p in left)  # at most: open_clip is not installed

@@ -21,13 +21,8 @@ concurrency, per-request timeouts, retries with exponential backoff on timeouts,
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import logging
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,8 +30,8 @@ import torch
 from PIL import Image
 
 from r3d.core.errors import R3DError
-from r3d.core.http import http_attempt, with_retries
-from r3d.edit.config import JudgeConfig, OpenAIEndpoint
+from r3d.edit.chat_client import Answer, OpenAIChatClient, Query, image_data_uri  # noqa: F401  (re-exported)
+from r3d.edit.config import JudgeConfig
 from r3d.edit.dataset import EditSample
 from r3d.edit.editors import resolve_device, resolve_dtype
 from r3d.edit.parsing import parse_score_explained
@@ -45,23 +40,6 @@ from r3d.edit.tiny import TINY, tiny_judge
 from r3d.edit.vl_inputs import IMAGE_TOKEN, QwenVLInputs, vision_token_ids
 
 log = logging.getLogger("r3d.edit")
-
-
-@dataclass
-class Query:
-    """One prompt with its images (in order)."""
-
-    text: str
-    images: list[Image.Image]
-
-
-@dataclass
-class Answer:
-    """A backend's reply: ``text`` or, after all transport retries, ``error``."""
-
-    text: str | None
-    error: str | None = None
-    requests: int = 1
 
 
 @dataclass
@@ -225,73 +203,6 @@ class LocalVLM:
             for s, m in zip((total / mass).tolist(), mass.tolist(), strict=True):
                 results.append(Expected(score=round(s, 4), digit_mass=round(m, 6)))
         return results
-
-
-# -------------------------------------------------------------------------------------------- openai
-
-
-def image_data_uri(image: Image.Image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-class OpenAIChatClient:
-    """Chat completions against an OpenAI-compatible server, with concurrency, timeouts, retries."""
-
-    def __init__(self, endpoint: OpenAIEndpoint, model: str, max_new_tokens: int) -> None:
-        self.endpoint = endpoint
-        self.model = model
-        self.max_new_tokens = max_new_tokens
-        self.url = endpoint.base_url.rstrip("/") + "/chat/completions"
-        self.api_key = os.environ.get(endpoint.api_key_env) or "EMPTY"
-
-    def payload(self, query: Query) -> dict[str, Any]:
-        content: list[dict[str, Any]] = [
-            {"type": "image_url", "image_url": {"url": image_data_uri(im)}} for im in query.images
-        ]
-        content.append({"type": "text", "text": query.text})
-        return {
-            "model": self.model,
-            "messages": [{"role": "user", "content": content}],
-            "temperature": 0.0,
-            "max_tokens": self.max_new_tokens,
-        }
-
-    def _post(self, body: bytes) -> tuple[str | None, str | None, bool, float | None]:
-        """(text, error, retryable, retry_after_s) for one HTTP attempt."""
-        raw, error, retryable, wait = http_attempt(
-            self.url,
-            body,
-            {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"},
-            self.endpoint.timeout_s,
-        )
-        if raw is None:
-            return None, error, retryable, wait
-        try:
-            message = json.loads(raw)["choices"][0]["message"]
-            content = message.get("content")
-            if isinstance(content, list):  # some servers return content parts
-                content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-            if not isinstance(content, str):
-                raise TypeError("content is not text")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            return None, f"malformed response ({exc.__class__.__name__}: {str(exc)[:80]})", True, None
-        return content, None, False, None
-
-    def complete(self, query: Query) -> Answer:
-        body = json.dumps(self.payload(query)).encode("utf-8")
-        e = self.endpoint
-        text, error, attempts = with_retries(
-            lambda: self._post(body), e.retries, e.backoff_s, e.max_backoff_s, "judge request"
-        )
-        if error is None:
-            return Answer(text=text, requests=attempts)
-        return Answer(text=None, error=f"{error} (after {attempts} request(s))", requests=attempts)
-
-    def generate(self, queries: Sequence[Query]) -> list[Answer]:
-        with ThreadPoolExecutor(max_workers=self.endpoint.concurrency) as pool:
-            return list(pool.map(self.complete, queries))
 
 
 # --------------------------------------------------------------------------------------------- judge

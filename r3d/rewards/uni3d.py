@@ -525,6 +525,45 @@ class Uni3DReward:
         if target_embeddings is not None:
             self.add_targets(target_embeddings)
 
+    @staticmethod
+    def missing_weights(
+        weights: str | None = None,
+        clip_pretrained: str | None = None,
+        target_embeddings: str | None = None,
+        **_: Any,
+    ) -> list[str]:
+        """What the constructor (and the first prompt's CLIP target) would miss, one message each naming
+        the fix; [] when ready. Used by ``r3d grpo --dry-run``. CLIP is needed only without
+        ``target_embeddings``; an open_clip tag (not a path) as ``clip_pretrained`` is not checked."""
+        from r3d.core.weights import default_dir
+
+        problems = []
+        path = Path(weights or default_dir("uni3d-g") / "modelzoo" / "uni3d-g" / "model.pt").expanduser()
+        if path.is_dir() and len(sorted(path.glob("**/model.pt"))) != 1:
+            problems.append(f"{path} does not hold exactly one model.pt (modelzoo/uni3d-*/model.pt)")
+        elif not path.exists():
+            problems.append(
+                f"Uni3D weights not found at {path}; download them with `r3d fetch-weights uni3d-g`"
+            )
+        if target_embeddings is not None:
+            if not Path(target_embeddings).is_file():
+                problems.append(f"target embeddings not found: {target_embeddings}")
+            return problems
+        clip_file = clip_pretrained or str(default_dir("eva02-e-14-plus") / "open_clip_pytorch_model.bin")
+        looks_like_path = clip_pretrained is None or "/" in clip_file or clip_file.endswith((".bin", ".pt"))
+        if looks_like_path and not Path(clip_file).is_file():
+            problems.append(
+                f"CLIP weights for the prompt targets not found at {clip_file}; download them with "
+                "`r3d fetch-weights eva02-e-14-plus` (or give precomputed target_embeddings)"
+            )
+        try:
+            import open_clip  # noqa: F401
+        except ImportError:
+            problems.append(
+                "CLIP targets need open_clip (pip install open_clip_torch), or give precomputed target_embeddings"
+            )
+        return problems
+
     @classmethod
     def from_modules(
         cls,

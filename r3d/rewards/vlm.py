@@ -4,7 +4,7 @@ rates each artifact against its prompt.
 Meshes are rendered on the CPU (:func:`r3d.mesh.render.render_views`, unit-sphere normalised, shaded,
 ``n_views`` orbit views side by side in one image); images are sent as they are. Each artifact is one
 ``/chat/completions`` request (the image as a PNG data URI, then the question; temperature 0) through
-:class:`r3d.edit.judges.OpenAIChatClient`: at most ``concurrency`` requests in flight, per-request
+:class:`r3d.edit.chat_client.OpenAIChatClient`: at most ``concurrency`` requests in flight, per-request
 timeout, retries with backoff. The answer is read with :func:`r3d.edit.parsing.parse_score_explained`
 (0–``max_score``), and the reward is score / max_score ∈ [0, 1].
 
@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 
 from r3d.core.errors import R3DError
+from r3d.edit.chat_client import OpenAIChatClient, Query
 from r3d.edit.config import OpenAIEndpoint
-from r3d.edit.judges import OpenAIChatClient, Query
 from r3d.edit.parsing import parse_score_explained
 
 log = logging.getLogger("r3d.rewards")

@@ -18,7 +18,7 @@ from r3d.core.grpo import GRPOTrainer, attach_lora
 from r3d.core.io import atomic_write_json, read_jsonl
 from r3d.core.plots import reward_curves
 from r3d.core.recipe import apply_overrides, load_recipe, read_yaml, validate
-from r3d.core.registry import build_policy, build_reward
+from r3d.core.registry import POLICIES, REWARDS, build_policy, build_reward, with_run_device
 from r3d.core.rewards import RewardMix
 from r3d.core.rollout import decode, make_schedule, sample
 
@@ -44,7 +44,9 @@ def load_grpo(
 def build_rewards(cfg: GRPORecipe) -> RewardMix:
     rewards, weights = [], []
     for name, rc in cfg.rewards.items():
-        rewards.append(build_reward(name, **rc.options))
+        rewards.append(
+            build_reward(name, **with_run_device(name, REWARDS, "reward", rc.options, cfg.run.device))
+        )
         weights.append(rc.weight)
     return RewardMix(rewards, weights)
 
@@ -58,7 +60,12 @@ def make_trainer(
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     dist.init_from_env()  # join the process group before building: a policy may place itself per rank
-    policy = build_policy(cfg.model.name, **cfg.model.options)
+    if cfg.run.device.startswith("cuda") and not torch.cuda.is_available():
+        raise R3DError(f"run.device is {cfg.run.device}, but this machine has no CUDA device (use auto or cpu)")
+    policy = build_policy(
+        cfg.model.name,
+        **with_run_device(cfg.model.name, POLICIES, "policy", cfg.model.options, cfg.run.device),
+    )
     policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)  # fail early on a bad prompt
     trainer_cls = trainer_class(cfg)
     return trainer_cls(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=preview, progress=progress)

@@ -1,5 +1,7 @@
 """Recipes: YAML → typed config, overrides, extends, one-line errors."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -81,3 +83,31 @@ def test_resolved_recipe_round_trips(tmp_path):
     cfg = load_recipe(write(tmp_path, "r.yaml", {"train": {"steps": 4}}), Schema, ["train.lr=0.25"])
     out = save_resolved(cfg, tmp_path / "run" / "recipe.yaml")
     assert load_recipe(out, Schema) == cfg
+
+
+def test_run_device_reaches_factories_that_take_a_device_unless_the_recipe_sets_one():
+    """run.device is passed to a policy / reward factory with a ``device`` argument the recipe left
+    unset; 'auto' passes nothing (the factory's own default); an explicit option wins; a factory
+    without a device argument never receives one (it would be an unknown option)."""
+    from r3d.core.registry import POLICIES, REWARDS, with_run_device
+
+    assert with_run_device("tiny_motion", POLICIES, "policy", {}, "cpu") == {"device": "cpu"}
+    assert with_run_device("tiny_motion", POLICIES, "policy", {}, "auto") == {}
+    assert with_run_device("tiny_motion", POLICIES, "policy", {"device": "meta"}, "cpu") == {"device": "meta"}
+    assert with_run_device("geometry", REWARDS, "reward", {"binary_watertight": True}, "cuda") == {
+        "binary_watertight": True
+    }
+
+
+def test_cuda_run_device_without_a_gpu_is_a_one_line_error(tmp_path):
+    import torch
+
+    from r3d.core.config import GRPORecipe
+    from r3d.runner import make_trainer
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    repo = Path(__file__).resolve().parent.parent
+    cfg = load_recipe(repo / "recipes" / "tiny_mesh.yaml", GRPORecipe, ["run.device=cuda"])
+    with pytest.raises(R3DError, match="no CUDA device"):
+        make_trainer(cfg, tmp_path)

@@ -83,3 +83,15 @@ def build_reward(name: str, **options: Any) -> Any:
     factory = resolve(name, REWARDS, "reward")
     check_options(factory, options, f"reward '{name}'")
     return factory(**options)
+
+
+def with_run_device(
+    name: str, table: dict[str, str], kind: str, options: dict[str, Any], device: str
+) -> dict[str, Any]:
+    """``options`` plus ``device`` (the recipe's ``run.device``) when the factory takes a ``device``
+    argument the recipe left unset; ``auto`` adds nothing, so each factory keeps its own default."""
+    if device == "auto" or "device" in options:
+        return dict(options)
+    if "device" not in inspect.signature(resolve(name, table, kind)).parameters:
+        return dict(options)
+    return {**options, "device": device}

@@ -61,7 +61,9 @@ def make_trainer(
         torch.set_num_threads(cfg.run.threads)
     dist.init_from_env()  # join the process group before building: a policy may place itself per rank
     if cfg.run.device.startswith("cuda") and not torch.cuda.is_available():
-        raise R3DError(f"run.device is {cfg.run.device}, but this machine has no CUDA device (use auto or cpu)")
+        raise R3DError(
+            f"run.device is {cfg.run.device}, but this machine has no CUDA device (use auto or cpu)"
+        )
     policy = build_policy(
         cfg.model.name,
         **with_run_device(cfg.model.name, POLICIES, "policy", cfg.model.options, cfg.run.device),

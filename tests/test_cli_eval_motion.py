@@ -116,3 +116,43 @@ def test_published_t2m_checkpoint_needs_glove_and_statistics(tmp_path, capsys):
         == 2
     )
     assert "--glove" in capsys.readouterr().err
+
+
+def _adapter(path, scale_b: float):
+    """A LoRA adapter folder for the tiny MDM; lora_B = 0 (scale 0) leaves the model unchanged."""
+    import torch
+
+    from r3d.core.checkpoint import save_checkpoint
+    from r3d.core.grpo import attach_lora
+    from r3d.models.mdm import load_tiny_motion
+
+    policy = load_tiny_motion()
+    peft_model = attach_lora(policy, 2, 4.0, ["embed_text"])
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(scale_b * torch.randn(p.shape, generator=gen))
+    save_checkpoint(path / "checkpoint", peft_model, {"iteration": 0})
+    return path
+
+
+def test_baseline_pairs_base_and_adapter_on_the_same_captions_and_noise(tmp_path, capsys):
+    """--baseline: with an adapter that changes nothing (lora_B = 0) every paired difference is exactly
+    0 — so base and adapter saw identical captions, lengths and noise; a real change shows up in the
+    differences and in the adapter's own summary."""
+    args = ["--num-samples", "32", "--steps", "2", "--replications", "2", "--evaluator", "tiny-tmr"]
+    same = _run(capsys, "--adapter", str(_adapter(tmp_path / "zero", 0.0)), "--baseline", *args)
+    assert same["paired"]["Matching_score"] == [0.0, 0.0] and same["paired"]["FID"] == [0.0, 0.0]
+    assert same["baseline"]["summary"] == same["summary"]
+    moved = _run(capsys, "--adapter", str(_adapter(tmp_path / "big", 0.5)), "--baseline", *args)
+    diff = moved["paired"]["Matching_score"][0]
+    assert diff != 0.0
+    own = moved["summary"]["Matching_score"]["generated"][0]
+    base = moved["baseline"]["summary"]["Matching_score"]["generated"][0]
+    assert diff == pytest.approx(own - base)
+
+
+def test_baseline_without_adapter_is_a_one_line_error(capsys):
+    assert main(["eval-motion", "--baseline", "--num-samples", "32"]) == 2
+    assert "--adapter" in capsys.readouterr().err

@@ -72,6 +72,14 @@ def eval_motion(
             help="For a T2M finest.tar: folder with t2m_mean.npy / t2m_std.npy.", show_default=False
         ),
     ] = None,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline",
+            help="With --adapter: also evaluate the model without it on the same captions and noise, "
+            "and report adapter − base per metric (paired over replications).",
+        ),
+    ] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     out: Annotated[
@@ -80,7 +88,7 @@ def eval_motion(
 ) -> None:
     """FID, R-precision, matching score, diversity and multimodality of generated motions.
 
-    Example: r3d eval-motion --adapter runs/motion_tiny --evaluator tiny-tmr --replications 3
+    Example: r3d eval-motion --adapter runs/motion_tiny --baseline --evaluator tiny-t2m --replications 5
     """
     import json
 
@@ -116,6 +124,7 @@ def eval_motion(
             progress,
             glove,
             evaluator_stats,
+            baseline,
         )
     if out is not None:
         atomic_write_json(out, report)
@@ -127,16 +136,26 @@ def eval_motion(
         title=f"eval-motion: {s['source']} | evaluator {s['evaluator']} | "
         f"{s['replications']} replication(s) × {s['num_samples']}"
     )
+    paired = report.get("paired")
     table.add_column("metric")
     table.add_column("ground truth", justify="right")
-    table.add_column("generated", justify="right")
+    if paired is not None:
+        table.add_column("base model", justify="right")
+    table.add_column("with adapter" if paired is not None else "generated", justify="right")
+    if paired is not None:
+        table.add_column("adapter − base (paired)", justify="right")
+
+    def cell(v: list[float] | None) -> str:
+        return f"{v[0]:.4f} ± {v[1]:.4f}" if v is not None else ""
+
     for metric, values in report["summary"].items():
-        if metric == "FID" and "ground truth" in values:
-            values = {"generated": values["generated"]}
-        cells = [
-            f"{values[k][0]:.4f} ± {values[k][1]:.4f}" if k in values else ""
-            for k in ("ground truth", "generated")
-        ]
+        cells = [cell(values.get("ground truth") if metric != "FID" else None)]
+        if paired is not None:
+            cells.append(cell(report["baseline"]["summary"][metric].get("generated")))
+        cells.append(cell(values.get("generated")))
+        if paired is not None:
+            diff = paired.get(metric)
+            cells.append(f"{diff[0]:+.4f} ± {diff[1]:.4f}" if diff is not None else "")
         table.add_row(metric, *cells)
     console.print(table)
     if out is not None:

@@ -290,6 +290,22 @@ def summarize(reps: list[dict[str, float]]) -> dict[str, dict[str, list[float]]]
     return out
 
 
+def paired_difference(base: list[dict[str, float]], other: list[dict[str, float]]) -> dict[str, list[float]]:
+    """{metric: [mean, 1.96·std/√n]} of ``other − base`` per replication, for the generated metrics.
+
+    Both runs must use the same seed: replication r then draws the same captions, lengths and initial
+    noise, so the per-replication difference cancels most of the sampling noise of either side.
+    """
+    if len(base) != len(other):
+        raise R3DError(f"paired comparison needs equal replications, got {len(base)} and {len(other)}")
+    out = {}
+    for key in base[0]:
+        if key.startswith("gen/") and key in other[0]:
+            mean, conf = M.mean_confidence([o[key] - b[key] for b, o in zip(base, other, strict=True)])
+            out[key.removeprefix("gen/")] = [float(mean), float(conf)]
+    return out
+
+
 # ----------------------------------------------------------------------------- end to end
 def load_policy(
     model: str,
@@ -353,8 +369,17 @@ def run_eval_motion(
     progress: Progress | None = None,
     glove: str | Path | None = None,
     evaluator_stats: str | Path | None = None,
+    baseline: bool = False,
 ) -> dict[str, Any]:
-    """Everything ``r3d eval-motion`` does; returns the report dict (settings, replications, summary)."""
+    """Everything ``r3d eval-motion`` does; returns the report dict (settings, replications, summary).
+
+    ``baseline`` (with an ``adapter``): also evaluate the model without it on the same captions and
+    noise; the report gains ``baseline`` (its report) and ``paired`` (adapter − base per metric).
+    """
+    if baseline and (adapter is None or motions_dir is not None):
+        raise R3DError(
+            "--baseline compares a model with and without --adapter; give --adapter (not --motions)"
+        )
     from r3d.motion.evaluators import resolve_evaluator
 
     if motions_dir is not None:  # read the folder first: a bad path fails before any heavy work
@@ -384,12 +409,20 @@ def run_eval_motion(
     else:
         if model is None:
             raise R3DError("give --model (and optionally --adapter) or --motions DIR")
-        policy = load_policy(model, adapter, stats_dir, clip, guidance_scale, device)
 
-        def gen(texts: list[str], lengths: list[int], s: int) -> list[Motion]:
-            return generate(policy, texts, 1, s, steps, lengths=lengths, progress=progress)
+        def protocol(with_adapter: Path | str | None) -> dict[str, Any]:
+            policy = load_policy(model, with_adapter, stats_dir, clip, guidance_scale, device)
 
-        report = evaluate_protocol(ev, ref, generate_fn=gen, **common)
+            def gen(texts: list[str], lengths: list[int], s: int) -> list[Motion]:
+                return generate(policy, texts, 1, s, steps, lengths=lengths, progress=progress)
+
+            return evaluate_protocol(ev, ref, generate_fn=gen, **common)
+
+        report = protocol(adapter)
+        if baseline:
+            base = protocol(None)
+            report["baseline"] = base
+            report["paired"] = paired_difference(base["replications"], report["replications"])
         source = f"{model}" + (f" + {adapter}" if adapter else "")
     report["settings"].update(
         {

@@ -28,10 +28,10 @@ from r3d.core.memory import (
     saved_peak,
     unit_peak,
 )
-from r3d.core.registry import POLICIES, REWARDS, check_options, resolve, with_run_device
+from r3d.core.registry import POLICIES, REWARDS, check_options, resolve
 from r3d.core.rewards import RewardMix
 from r3d.core.rollout import decode
-from r3d.runner import trainer_class
+from r3d.runner import policy_options, reward_options, trainer_class
 
 
 @dataclass
@@ -294,13 +294,8 @@ def dry_run(cfg: GRPORecipe, run_dir: Path, recipe: str = "") -> DryRunReport:
         torch.set_num_threads(cfg.run.threads)
     rep = DryRunReport(recipe, str(run_dir))
     est = rep.memory
-    dev = cfg.run.device
-    pol_options = with_run_device(cfg.model.name, POLICIES, "policy", cfg.model.options, dev)
-    pol = _dry_build("policy", cfg.model.name, pol_options, POLICIES, rep)
-    rewards = {
-        n: _dry_build("reward", n, with_run_device(n, REWARDS, "reward", rc.options, dev), REWARDS, rep)
-        for n, rc in cfg.rewards.items()
-    }
+    pol = _dry_build("policy", cfg.model.name, policy_options(cfg), POLICIES, rep)
+    rewards = {n: _dry_build("reward", n, reward_options(cfg, n), REWARDS, rep) for n in cfg.rewards}
     policy, trainer = pol.obj, None
     if policy is not None:
         device = _module_device(policy, pol.device)

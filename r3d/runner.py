@@ -41,12 +41,20 @@ def load_grpo(
     return cfg, run_dir
 
 
+def policy_options(cfg: GRPORecipe) -> dict[str, Any]:
+    """The policy factory's options: ``model.options`` plus ``run.device`` where it applies."""
+    return with_run_device(cfg.model.name, POLICIES, "policy", cfg.model.options, cfg.run.device)
+
+
+def reward_options(cfg: GRPORecipe, name: str) -> dict[str, Any]:
+    """Reward ``name``'s factory options: its recipe options plus ``run.device`` where it applies."""
+    return with_run_device(name, REWARDS, "reward", cfg.rewards[name].options, cfg.run.device)
+
+
 def build_rewards(cfg: GRPORecipe) -> RewardMix:
     rewards, weights = [], []
     for name, rc in cfg.rewards.items():
-        rewards.append(
-            build_reward(name, **with_run_device(name, REWARDS, "reward", rc.options, cfg.run.device))
-        )
+        rewards.append(build_reward(name, **reward_options(cfg, name)))
         weights.append(rc.weight)
     return RewardMix(rewards, weights)
 
@@ -64,10 +72,7 @@ def make_trainer(
         raise R3DError(
             f"run.device is {cfg.run.device}, but this machine has no CUDA device (use auto or cpu)"
         )
-    policy = build_policy(
-        cfg.model.name,
-        **with_run_device(cfg.model.name, POLICIES, "policy", cfg.model.options, cfg.run.device),
-    )
+    policy = build_policy(cfg.model.name, **policy_options(cfg))
     policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)  # fail early on a bad prompt
     trainer_cls = trainer_class(cfg)
     return trainer_cls(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=preview, progress=progress)

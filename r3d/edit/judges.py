@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from r3d.core.errors import R3DError
-from r3d.edit.chat_client import Answer, OpenAIChatClient, Query, image_data_uri  # noqa: F401  (re-exported)
+from r3d.edit.chat_client import Answer, OpenAIChatClient, Query
 from r3d.edit.config import JudgeConfig
 from r3d.edit.dataset import EditSample
 from r3d.edit.editors import resolve_device, resolve_dtype

@@ -360,8 +360,18 @@ def build_uni3d(
     return Uni3D(pe)
 
 
-def read_uni3d_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict of an official ``model.pt`` (under ``module``; ``module.`` key prefixes removed)."""
+def default_weights() -> tuple[str, str]:
+    """Where ``r3d fetch-weights uni3d-g`` and ``eva02-e-14-plus`` put the encoder and the CLIP file."""
+    from r3d.core.weights import default_dir
+
+    return (
+        str(default_dir("uni3d-g") / "modelzoo" / "uni3d-g" / "model.pt"),
+        str(default_dir("eva02-e-14-plus") / "open_clip_pytorch_model.bin"),
+    )
+
+
+def find_uni3d_checkpoint(path: str | Path) -> Path:
+    """``path`` itself, or the one ``model.pt`` under a folder; R3DError naming the fix otherwise."""
     path = Path(path).expanduser()
     if path.is_dir():
         hits = sorted(path.glob("**/model.pt"))
@@ -370,6 +380,12 @@ def read_uni3d_state(path: str | Path) -> dict[str, torch.Tensor]:
         path = hits[0]
     if not path.is_file():
         raise R3DError(f"Uni3D weights not found at {path}; download them with `r3d fetch-weights uni3d-g`")
+    return path
+
+
+def read_uni3d_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of an official ``model.pt`` (under ``module``; ``module.`` key prefixes removed)."""
+    path = find_uni3d_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 — an unreadable file is a user-facing error
@@ -510,16 +526,12 @@ class Uni3DReward:
         batch_size: int = 8,
         device: str = "auto",
     ) -> None:
-        from r3d.core.weights import default_dir
-
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dev = torch.device(device)
-        path = weights or str(default_dir("uni3d-g") / "modelzoo" / "uni3d-g" / "model.pt")
-        model = load_uni3d(path, dev, num_group, group_size, num_heads)
-        clip_pretrained = clip_pretrained or str(
-            default_dir("eva02-e-14-plus") / "open_clip_pytorch_model.bin"
-        )
+        default_encoder, default_clip = default_weights()
+        model = load_uni3d(weights or default_encoder, dev, num_group, group_size, num_heads)
+        clip_pretrained = clip_pretrained or default_clip
         self._clip_args = (clip_model, clip_pretrained, dev)
         self._init(model, None, load_templates(templates), num_points, seed, swap_yz, batch_size)
         if target_embeddings is not None:
@@ -535,21 +547,17 @@ class Uni3DReward:
         """What the constructor (and the first prompt's CLIP target) would miss, one message each naming
         the fix; [] when ready. Used by ``r3d grpo --dry-run``. CLIP is needed only without
         ``target_embeddings``; an open_clip tag (not a path) as ``clip_pretrained`` is not checked."""
-        from r3d.core.weights import default_dir
-
+        default_encoder, default_clip = default_weights()
         problems = []
-        path = Path(weights or default_dir("uni3d-g") / "modelzoo" / "uni3d-g" / "model.pt").expanduser()
-        if path.is_dir() and len(sorted(path.glob("**/model.pt"))) != 1:
-            problems.append(f"{path} does not hold exactly one model.pt (modelzoo/uni3d-*/model.pt)")
-        elif not path.exists():
-            problems.append(
-                f"Uni3D weights not found at {path}; download them with `r3d fetch-weights uni3d-g`"
-            )
+        try:
+            find_uni3d_checkpoint(weights or default_encoder)
+        except R3DError as exc:
+            problems.append(str(exc))
         if target_embeddings is not None:
             if not Path(target_embeddings).is_file():
                 problems.append(f"target embeddings not found: {target_embeddings}")
             return problems
-        clip_file = clip_pretrained or str(default_dir("eva02-e-14-plus") / "open_clip_pytorch_model.bin")
+        clip_file = clip_pretrained or default_clip
         looks_like_path = clip_pretrained is None or "/" in clip_file or clip_file.endswith((".bin", ".pt"))
         if looks_like_path and not Path(clip_file).is_file():
             problems.append(

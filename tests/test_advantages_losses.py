@@ -96,3 +96,15 @@ def test_gaussian_kl_closed_form():
         gaussian_kl(mean, ref, std), torch.distributions.kl_divergence(p, q).mean(dim=(1, 2))
     )
     assert torch.equal(gaussian_kl(mean, mean, std), torch.zeros(3))
+
+
+def test_a_group_of_equal_rewards_gets_exactly_zero_advantage_even_for_float64_input():
+    """float32 rounding of the mean of 8 × 0.7 used to leave +5.96e-4 on every sample."""
+    rewards = torch.tensor([0.7] * 8 + [0.1, 0.3] * 4, dtype=torch.float64)
+    groups = [0] * 8 + [1] * 8
+    adv = group_advantages(rewards, groups)
+    assert adv.dtype == torch.float32
+    assert torch.equal(adv[:8], torch.zeros(8))
+    assert torch.allclose(adv[8:].abs(), torch.full((8,), 0.1 / (0.1 + 1e-4)), atol=1e-6)
+    tracked = PerPromptStatTracker().update(["a"] * 8 + ["b"] * 8, rewards).advantages
+    assert torch.equal(tracked, adv)

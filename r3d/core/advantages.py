@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,19 +20,31 @@ def group_advantages(
 
     A_i = (r_i − mean_{g(i)}) / (std + eps), with the population std (ddof = 0) of the sample's
     group, or of all N rewards when ``global_std``. Invariant to r → a·r + b for a > 0 (up to eps).
+    Computed in float64 and returned as float32; a group whose rewards are all equal gets exactly 0
+    (float32 rounding of its mean would otherwise leave ±6e-4 on every sample).
     """
-    rewards = torch.as_tensor(rewards, dtype=torch.float32).reshape(-1)
+    rewards = torch.as_tensor(rewards).to(torch.float64).reshape(-1)
     inverse = _group_index(group_ids, rewards.shape[0])
     n_groups = int(inverse.max()) + 1 if inverse.numel() else 0
-    counts = torch.zeros(n_groups).index_add_(0, inverse, torch.ones_like(rewards))
-    means = torch.zeros(n_groups).index_add_(0, inverse, rewards) / counts
+    zeros = torch.zeros(n_groups, dtype=torch.float64)
+    counts = zeros.clone().index_add_(0, inverse, torch.ones_like(rewards))
+    means = zeros.clone().index_add_(0, inverse, rewards) / counts
     centred = rewards - means[inverse]
     if global_std:
         std = rewards.std(unbiased=False).expand_as(rewards)
     else:
-        var = torch.zeros(n_groups).index_add_(0, inverse, centred**2) / counts
+        var = zeros.clone().index_add_(0, inverse, centred**2) / counts
         std = var.sqrt()[inverse]
-    return centred / (std + eps)
+    advantages = centred / (std + eps)
+    constant = _constant_groups(rewards, inverse, n_groups)
+    return advantages.masked_fill(constant[inverse], 0.0).to(torch.float32)
+
+
+def _constant_groups(rewards: torch.Tensor, inverse: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """(G,) bool: True for the groups whose rewards are all exactly equal."""
+    lo = torch.full((n_groups,), math.inf, dtype=rewards.dtype).scatter_reduce(0, inverse, rewards, "amin")
+    hi = torch.full((n_groups,), -math.inf, dtype=rewards.dtype).scatter_reduce(0, inverse, rewards, "amax")
+    return lo == hi
 
 
 def _group_index(group_ids: torch.Tensor | Sequence, n: int) -> torch.Tensor:
@@ -47,7 +60,7 @@ def zero_variance_fraction(
     rewards: torch.Tensor, group_ids: torch.Tensor | Sequence, tol: float = 1e-8
 ) -> float:
     """Fraction of groups whose rewards are all equal (they carry no learning signal)."""
-    rewards = torch.as_tensor(rewards, dtype=torch.float32).reshape(-1)
+    rewards = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)
     inverse = _group_index(group_ids, rewards.shape[0])
     flat = [rewards[inverse == g] for g in range(int(inverse.max()) + 1)] if inverse.numel() else []
     if not flat:
@@ -86,7 +99,7 @@ class PerPromptStatTracker:
         self.buffers: dict[str, deque[float]] = {}
 
     def update(self, prompts: Sequence[str], rewards: torch.Tensor) -> AdvantageStats:
-        rewards = torch.as_tensor(rewards, dtype=torch.float32).reshape(-1)
+        rewards = torch.as_tensor(rewards).to(torch.float64).reshape(-1)
         prompts = list(prompts)
         zero_frac = zero_variance_fraction(rewards, prompts)
         if self.buffer_size <= 0:
@@ -99,13 +112,14 @@ class PerPromptStatTracker:
                 buf = self.buffers.setdefault(prompt, deque(maxlen=self.buffer_size))
                 buf.extend(rewards[idx].tolist())
                 if len(buf) >= self.min_count:
-                    hist = torch.tensor(list(buf))
+                    hist = torch.tensor(list(buf), dtype=torch.float64)
                     mean, std = hist.mean(), hist.std(unbiased=False)
                 else:
                     mean, std = rewards.mean(), batch_std
                 if self.global_std:
                     std = batch_std
                 adv[idx] = (rewards[idx] - mean) / (std + self.eps)
+            adv = adv.to(torch.float32)
         if self.clip is not None:
             adv = adv.clamp(-self.clip, self.clip)
         return AdvantageStats(adv, zero_frac)

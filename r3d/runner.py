@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -68,14 +69,21 @@ def make_trainer(
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     dist.init_from_env()  # join the process group before building: a policy may place itself per rank
+    check_device(cfg)
+    policy = build_policy(cfg.model.name, **policy_options(cfg))
+    policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)  # fail early on a bad prompt
+    trainer_cls = trainer_class(cfg)
+    # meshes get a CPU-rendered contact sheet, anything else the policy's own save_preview
+    draw = functools.partial(preview, policy=policy)
+    return trainer_cls(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=draw, progress=progress)
+
+
+def check_device(cfg: GRPORecipe) -> None:
+    """A CUDA run.device on a machine without CUDA is a one-line R3DError."""
     if cfg.run.device.startswith("cuda") and not torch.cuda.is_available():
         raise R3DError(
             f"run.device is {cfg.run.device}, but this machine has no CUDA device (use auto or cpu)"
         )
-    policy = build_policy(cfg.model.name, **policy_options(cfg))
-    policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)  # fail early on a bad prompt
-    trainer_cls = trainer_class(cfg)
-    return trainer_cls(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=preview, progress=progress)
 
 
 def trainer_class(cfg: GRPORecipe) -> type[GRPOTrainer]:

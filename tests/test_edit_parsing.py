@@ -63,3 +63,29 @@ def test_max_score_sets_the_scale():
     """'4/5' is a score on a 0-5 scale and rejected on a 0-10 scale; the range follows max_score."""
     assert parse_score("4/5", max_score=5) == 4.0
     assert parse_score("Score: 7", max_score=5) is None
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("评分：7", 7.0),  # full-width colon
+        ("分数: 8/10", 8.0),
+        ("７分", 7.0),  # full-width digit, "7 points"
+        ("评分为7", 7.0),
+        ("我的评分：９。", 9.0),
+        ("得分：7分", 7.0),
+        ("满分10分，我给7分", 7.0),  # "out of 10 points, I give 7 points": the maximum is not a score
+        ("Score：８／１０", 8.0),
+    ],
+)
+def test_reads_chinese_and_full_width_answers(text, expected):
+    assert parse_score(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Score: 1e309", "Score: 0x7", "Score: 3.5.1", '{"score": 1e309}', "这张图片很好", "评分：很好", "10分制"],
+)
+def test_numbers_that_are_not_scores_give_none(text):
+    """'1e309' once read as 1.0 and '0x7' as 0.0: a number glued to letters or dots is not a score."""
+    assert parse_score(text) is None

@@ -32,8 +32,20 @@ def _cell(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+DEFAULT_ROOT = Path("runs") / "bench-edit"
+
+
 def bench_edit(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (records, images, reports, log).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder (records, images, reports, log); default: a new runs/bench-edit/<date-time>, "
+            "or with --resume the latest run there.",
+            show_default=False,
+        ),
+    ] = None,
     data: Annotated[
         str | None,
         typer.Option("--data", "-d", help="Benchmark JSON/JSONL; default: the shipped 10-sample benchmark."),
@@ -78,10 +90,37 @@ def bench_edit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Image-editing benchmark: the editor edits each image, a VLM judge scores each edit 0-10 with its
-    category's prompt, and per-category reports are written; [bold]--resume[/] continues a run."""
+    category's prompt, and per-category reports are written; [bold]--resume[/] continues a run with
+    the recipe it was started with.
+
+    Examples: r3d bench-edit (the shipped 10-sample benchmark, offline tiny models);
+    r3d bench-edit --resume (continue the latest run in runs/bench-edit);
+    r3d bench-edit --recipe recipes/bench_edit_qwen.yaml --data bench.jsonl --out runs/qie
+    """
+    from r3d.core.errors import R3DError
     from r3d.core.recipe import load_recipe
+    from r3d.core.run_dirs import latest_run_dir, new_run_dir
     from r3d.edit import BenchEditConfig, run_bench
     from r3d.edit.dataset import SAMPLE_DIR
+
+    if out is None and (resume or judge_only or report_only):
+        out = latest_run_dir(DEFAULT_ROOT, "config.yaml")
+        if out is None:
+            raise R3DError(
+                f"nothing to resume in {DEFAULT_ROOT}/; start a run with r3d bench-edit, or give --out DIR"
+            )
+        err_console.print(f"continuing {out}", highlight=False)
+    elif out is None:
+        out = new_run_dir(DEFAULT_ROOT)
+    saved = out / "config.yaml"
+    if (
+        recipe is None
+        and data is None
+        and not overrides
+        and saved.is_file()
+        and (resume or judge_only or report_only)
+    ):
+        recipe = saved  # continue with the recipe the run was started with
 
     sets = list(overrides or [])
     if data is not None:

@@ -28,10 +28,14 @@ def fetch_weights(
 
     Gated repos need a token: `hf auth login` or HF_TOKEN. HF_ENDPOINT selects a mirror.
 
-    Examples: r3d fetch-weights --list;  r3d fetch-weights trellis-ss --local-dir weights/trellis
+    A family name means its default member: hunyuan3d → hunyuan3d-2.1, uni3d → uni3d-g,
+    trellis → trellis-ss, qwen3-vl → qwen3-vl-30b-a3b.
+
+    Examples: r3d fetch-weights hunyuan3d;  r3d fetch-weights --list;
+    r3d fetch-weights trellis-ss --local-dir weights/trellis
     """
     from r3d.core.errors import R3DError
-    from r3d.core.weights import MANIFEST, fetch, status
+    from r3d.core.weights import ALIASES, MANIFEST, fetch, get_spec, status
 
     if list_ or name is None:
         if name is None and not list_:
@@ -46,6 +50,9 @@ def fetch_weights(
                 spec.name, spec.repo_id, f"{spec.approx_size_gb:g} GB", f"[{colour}]{st}[/]", spec.licence
             )
         console.print(table)
+        aliases = ", ".join(f"{alias} → {target}" for alias, target in ALIASES.items())
+        console.print(f"aliases: {aliases}", highlight=False)
         return
-    folder = fetch(name, local_dir=local_dir, revision=revision)
-    console.print(f"[green]✓[/] {name} → {folder}")
+    spec = get_spec(name)
+    folder = fetch(spec.name, local_dir=local_dir, revision=revision)
+    console.print(f"[green]✓[/] {spec.name} → {folder}", highlight=False)

@@ -57,7 +57,7 @@ def grpo(
 
     Example: r3d grpo recipes/tiny_mesh.yaml --set train.iterations=10
     """
-    from r3d.runner import finish_run, load_grpo, make_trainer
+    from r3d.runner import check_device, finish_run, load_grpo, make_trainer
 
     cfg, run_dir = load_grpo(recipe, resume, overrides, out)
     if dry_run:
@@ -65,6 +65,7 @@ def grpo(
         return
     from r3d.core import distributed
 
+    check_device(cfg)  # before the progress bar: a usage mistake is one line
     distributed.init_from_env()  # before building the policy, so that each rank knows its rank
     with Progress(
         TextColumn("[bold]grpo[/]"),
@@ -101,7 +102,8 @@ def grpo(
         end = value["end"]
         table.add_row(key, f"{value['start']:.4f}", "-" if end is None else f"{end:.4f}")
     console.print(table)
-    console.print(f"reward curve: {summary['plot']}   samples: {run_dir}/samples_start.png, samples_end.png")
+    written = [summary["plot"], *(str(p) for p in sorted(run_dir.glob("samples_*.png")))]
+    console.print("wrote: " + ", ".join(p for p in written if p and Path(p).is_file()), highlight=False)
 
 
 def _dry_run(cfg: Any, run_dir: Path, source: str, as_json: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -19,6 +20,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+# command name → (module in r3d.cli, function name); each module holds one typed function.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fetch-weights": ("fetch_weights", "fetch_weights"),
+    "voxelize": ("voxelize", "voxelize"),
+    "train-vqvae": ("train_vqvae", "train_vqvae"),
+    "grpo": ("grpo", "grpo"),
+    "sample": ("sample", "sample"),
+    "score": ("score", "score"),
+    "bench-edit": ("bench_edit", "bench_edit"),
+    "eval-motion": ("eval_motion", "eval_motion"),
+}
 
 _DEBUG = False
 
@@ -40,26 +53,35 @@ def _root(
     _DEBUG = debug
 
 
-# --- subcommands (one line each; each module holds one typed function) ---
-# <register>
-from r3d.cli import grpo as _grpo  # noqa: E402
-from r3d.cli import sample as _sample  # noqa: E402
+for _name, (_module, _function) in COMMANDS.items():
+    app.command(_name)(getattr(importlib.import_module(f"r3d.cli.{_module}"), _function))
 
-app.command("grpo")(_grpo.grpo)
-app.command("sample")(_sample.sample)
-from r3d.cli import fetch_weights as _fetch  # noqa: E402
 
-app.command("fetch-weights")(_fetch.fetch_weights)
-from r3d.cli import score as _score; app.command("score")(_score.score)  # noqa: E402, E702, I001  # fmt: skip
-from r3d.cli import voxelize as _voxelize; app.command("voxelize")(_voxelize.voxelize)  # noqa: E402, E702, I001  # fmt: skip
-from r3d.cli import bench_edit as _bench_edit; app.command("bench-edit")(_bench_edit.bench_edit)  # noqa: E402, E702, I001  # fmt: skip
-from r3d.cli import train_vqvae as _train_vqvae; app.command("train-vqvae")(_train_vqvae.train_vqvae)  # noqa: E402, E702, I001  # fmt: skip
-from r3d.cli import eval_motion as _eval_motion; app.command("eval-motion")(_eval_motion.eval_motion)  # noqa: E402, E702, I001  # fmt: skip
-# </register>
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """click's ClickException, from the click that typer runs on: recent typer vendors its own copy
+    (``typer._click``), older typer uses the ``click`` package; both are caught."""
+    types: list[type[BaseException]] = []
+    try:
+        from typer._click.exceptions import ClickException as vendored
+
+        types.append(vendored)
+    except ImportError:
+        pass
+    try:
+        from click import ClickException
+
+        types.append(ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+_USAGE_ERRORS = _usage_error_types()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    """Console-script entry point: usage mistakes print a short usage message and return 2, user
+    errors one ``error:`` line and 2, Ctrl-C 130; ``--debug`` shows tracebacks of real errors."""
     try:
         rc = app(args=argv, standalone_mode=False)  # non-standalone click returns typer.Exit codes
     except R3DError as exc:
@@ -75,13 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         err_console.print("[yellow]aborted[/]")
         return 1
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except _USAGE_ERRORS as exc:
+        exc.show()  # "Usage: r3d CMD ...", "Try 'r3d CMD --help' for help.", "Error: ..."
+        return exc.exit_code
     return rc if isinstance(rc, int) else 0
 
 

@@ -69,6 +69,8 @@ def score(
     """Score meshes (OBJ, PLY, STL, OFF, GLB, glTF): one row per file, one column per reward component.
 
     A file that cannot be read gets its own error row; the exit code is then 1.
+
+    Example: r3d score mesh.glb meshes/ -r geometry,semantic --prompt "a cube" --json
     """
     from r3d.mesh.io import expand_inputs
     from r3d.rewards import build_reward, records_json, score_files, select_rewards, write_records

@@ -38,7 +38,10 @@ def train_vqvae(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (overrides the recipe).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Train the TRELLIS sparse-structure VQ-VAE: stage vae, codebook (stage 1) or joint (stage 2)."""
+    """Train the TRELLIS sparse-structure VQ-VAE: stage vae, codebook (stage 1) or joint (stage 2).
+
+    Example: r3d train-vqvae recipes/vqvae_tiny_stage1.yaml --set data.root=voxels --dry-run
+    """
     from r3d.vqvae.train import prepare_run
     from r3d.vqvae.train import train_vqvae as run
 

@@ -34,7 +34,10 @@ def voxelize(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Voxelise meshes exactly as TRELLIS's dataset toolkit does (unit cube, Z-up, 64³ surface shell)."""
+    """Voxelise meshes exactly as TRELLIS's dataset toolkit does (unit cube, Z-up, 64³ surface shell).
+
+    Example: r3d voxelize meshes/*.glb --out voxels --workers 2
+    """
     from r3d.mesh.voxelize import voxelize_many
 
     summary = voxelize_many(

@@ -458,8 +458,6 @@ def _main_thread() -> bool:
 
 
 def _tensorboard(path: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional at run time
-        return None
+    from torch.utils.tensorboard import SummaryWriter  # tensorboard is a declared dependency
+
     return SummaryWriter(str(path))

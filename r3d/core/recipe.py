@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from r3d.core.errors import R3DError
+from r3d.core.errors import R3DError, did_you_mean
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -88,9 +88,27 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+# r3d's own recipes (the repository's recipes/ folder, present in a source checkout or editable install).
+SHIPPED_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def locate_recipe(path: str | os.PathLike) -> Path:
+    """``path`` if it exists, else the shipped recipe of that name (``recipes/tiny_mesh.yaml`` works
+    from any folder); a recipe found nowhere raises R3DError listing the shipped ones."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    shipped = SHIPPED_RECIPES / path.name
+    if path.suffix in (".yaml", ".yml") and shipped.is_file():
+        return shipped
+    names = sorted(p.name for p in SHIPPED_RECIPES.glob("*.yaml")) if SHIPPED_RECIPES.is_dir() else []
+    known = f"; shipped recipes: {', '.join(names)}" if names else ""
+    raise R3DError(f"recipe not found: {path}{did_you_mean(path.name, names)}{known}")
+
+
 def resolve_extends(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Load a recipe and, recursively, the recipes it ``extends:``."""
-    path = Path(path).resolve()
+    path = (locate_recipe(path) if not _seen else Path(path)).resolve()
     if path in _seen:
         chain = " -> ".join(p.name for p in (*_seen, path))
         raise R3DError(f"recipe extends itself in a cycle: {chain}")

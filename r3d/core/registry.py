@@ -6,13 +6,12 @@ plugs in from a recipe without touching r3d (``model: {name: mypkg.policy:load}`
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
 
-from r3d.core.errors import R3DError
+from r3d.core.errors import R3DError, did_you_mean
 
 POLICIES: dict[str, str] = {
     "tiny_shapes": "r3d.models.tiny_shapes:load_tiny_shapes",
@@ -44,8 +43,7 @@ def resolve(name: str, table: dict[str, str], kind: str) -> Callable[..., Any]:
     """The factory for ``name`` (a key of ``table`` or a ``module:attr`` path)."""
     target = table.get(name, name if ":" in name else None)
     if target is None:
-        hint = difflib.get_close_matches(name, list(table), n=1)
-        more = f"; did you mean '{hint[0]}'?" if hint else f"; known: {', '.join(sorted(table))}"
+        more = did_you_mean(name, table) or f"; known: {', '.join(sorted(table))}"
         raise R3DError(f"unknown {kind} '{name}'{more}")
     module_name, _, attr = target.partition(":")
     try:
@@ -68,8 +66,7 @@ def check_options(factory: Callable[..., Any], options: dict[str, Any], what: st
         return
     for key in options:
         if key not in params:
-            hint = difflib.get_close_matches(key, list(params), n=1)
-            more = f"; did you mean '{hint[0]}'?" if hint else f"; options: {', '.join(params) or '(none)'}"
+            more = did_you_mean(key, params) or f"; options: {', '.join(params) or '(none)'}"
             raise R3DError(f"{what} has no option '{key}'{more}")
 
 

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from r3d.core.errors import R3DError
+from r3d.core.errors import R3DError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -118,14 +118,23 @@ MANIFEST: dict[str, WeightSpec] = {
 }
 
 
+# Family names → the member a recipe uses by default (shown by ``r3d fetch-weights --list``).
+ALIASES: dict[str, str] = {
+    "hunyuan3d": "hunyuan3d-2.1",
+    "uni3d": "uni3d-g",
+    "trellis": "trellis-ss",
+    "qwen3-vl": "qwen3-vl-30b-a3b",  # the judge of recipes/bench_edit_qwen.yaml
+}
+
+
 def get_spec(name: str) -> WeightSpec:
+    """The manifest entry for ``name`` or a family alias (``hunyuan3d`` → ``hunyuan3d-2.1``)."""
+    name = ALIASES.get(name.lower(), name)
     if name in MANIFEST:
         return MANIFEST[name]
-    import difflib
-
-    hint = difflib.get_close_matches(name, list(MANIFEST), n=1)
-    more = f"; did you mean '{hint[0]}'?" if hint else ""
-    raise R3DError(f"unknown weights '{name}'{more} (r3d fetch-weights --list shows all)")
+    raise R3DError(
+        f"unknown weights '{name}'{did_you_mean(name, [*MANIFEST, *ALIASES])} (r3d fetch-weights --list shows all)"
+    )
 
 
 def default_dir(name: str) -> Path:

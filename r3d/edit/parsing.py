@@ -1,7 +1,8 @@
 """Reading a judge's answer into a score — never guessing.
 
 :func:`parse_score` accepts the shapes judges actually write ("Score: 8.5", "8.5/10", "Rating: 7",
-``{"score": 8}``, "I would rate this a 6.", a bare "7") and returns ``None`` whenever the text holds no
+``{"score": 8}``, "I would rate this a 6.", a bare "7", and Chinese or full-width forms such as
+"评分：7", "分数: 8/10", "７分") and returns ``None`` whenever the text holds no
 single, unambiguous score inside ``[0, max_score]``: two different scores, a fraction over another
 scale ("4/5"), an out-of-range value ("Score: 12"), a number with no score cue ("It added 2 cats").
 :func:`parse_score_explained` also says why a text was rejected; the runner stores that reason.
@@ -11,26 +12,34 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 _NUM = r"[-+]?\d+(?:\.\d+)?"
-# A label, an optional parenthetical such as "(0-10)", then a separator, then the number and an
-# optional "/ 10" or "out of 10".
+# A number stands alone: no ASCII letter, digit or "." glued before it, none after it (so "1e309",
+# "0x7", "v2" and "3.5.1" are not scores); CJK text may touch it ("评分为7", "7分").
+_ALONE_BEFORE = r"(?<![A-Za-z0-9_.])"
+_ALONE_AFTER = r"(?![A-Za-z0-9_]|\.\d)"
+# A label (English, or Chinese 评分 / 分数 / 得分 / 打分), an optional parenthetical such as "(0-10)",
+# then a separator, then the number and an optional "/ 10" or "out of 10".
 _LABELED = re.compile(
-    r"\b(?:score|rating|grade|mark)s?\b(?:\s*\([^)\n]{0,20}\))?"
-    r"\s*(?:[:=]\s*|\b(?:is|of|would\s+be|equals)\s+|\s)\s*(?:an?\s+|about\s+)?"
-    rf"(?<![\w.])({_NUM})(?:\s*(?:/|out\s+of)\s*({_NUM}))?",
+    r"(?:\b(?:score|rating|grade|mark)s?\b|评分|分数|得分|打分)(?:\s*\([^)\n]{0,20}\))?"
+    r"\s*(?:[:=]\s*|\b(?:is|of|would\s+be|equals)\s+|为|是|\s|)\s*(?:an?\s+|about\s+)?"
+    rf"{_ALONE_BEFORE}({_NUM}){_ALONE_AFTER}(?:\s*(?:/|out\s+of)\s*({_NUM}){_ALONE_AFTER})?",
     re.IGNORECASE,
 )
-_FRACTION = re.compile(rf"(?<![\w.])({_NUM})\s*(?:/|out\s+of)\s*({_NUM})", re.IGNORECASE)
+# "7分" (7 points), but not "满分10分" (out of 10) nor "10分制" (a 10-point scale).
+_POINTS = re.compile(rf"(?<!满分){_ALONE_BEFORE}({_NUM})\s*分(?![数制])")
+_FRACTION = re.compile(rf"{_ALONE_BEFORE}({_NUM})\s*(?:/|out\s+of)\s*({_NUM}){_ALONE_AFTER}", re.IGNORECASE)
 _CUE = re.compile(
     r"\b(?:rate|rated|rating|score|scored|give|giving|gave|deserves?|grade|award)\b", re.IGNORECASE
 )
-_STANDALONE_NUM = re.compile(rf"(?<![\w.])({_NUM})(?![\w]|\.\d)")
+_STANDALONE_NUM = re.compile(rf"{_ALONE_BEFORE}({_NUM}){_ALONE_AFTER}")
 _JSON_KEYS = ("score", "rating", "overall", "final_score", "grade")
 
 
 def _clean(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)  # full-width "：", "７", "／" → ASCII
     text = re.sub(r"```(?:json|JSON)?", "", text)
     return text.replace("*", "").replace("`", "").strip()
 
@@ -83,6 +92,9 @@ def _from_text(text: str, max_score: float) -> tuple[float | None, str | None]:
         if any(not _denominator_ok(m.group(2), max_score) for m in labeled):
             return None, f"score given on another scale than 0-{max_score:g}"
         return _single([float(m.group(1)) for m in labeled], "labelled scores")
+    points = list(_POINTS.finditer(text))
+    if points:
+        return _single([float(m.group(1)) for m in points], "'N分' scores")
     fractions = [m for m in _FRACTION.finditer(text) if float(m.group(2)) == float(max_score)]
     if fractions:
         return _single([float(m.group(1)) for m in fractions], f"'/{max_score:g}' scores")

@@ -5,7 +5,6 @@ Reward classes are imported lazily, so naming a reward never pulls in another on
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -13,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from r3d.core.errors import R3DError
+from r3d.core.errors import R3DError, did_you_mean
 from r3d.core.io import atomic_write_json, atomic_write_text
 from r3d.core.registry import REWARDS, build_reward
 from r3d.core.rewards import Reward
@@ -29,15 +28,10 @@ def available_rewards() -> list[str]:
     return sorted(REGISTRY)
 
 
-def _did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _check_name(name: str) -> None:
     if name not in REGISTRY:
         raise R3DError(
-            f"unknown reward {name!r}{_did_you_mean(name, list(REGISTRY))}; available: {', '.join(available_rewards())}"
+            f"unknown reward {name!r}{did_you_mean(name, REGISTRY)}; available: {', '.join(available_rewards())}"
         )
 
 

@@ -435,7 +435,7 @@ class OpenClipEmbedder:
             import open_clip
         except ImportError as exc:
             raise R3DError(
-                f"the uni3d reward needs open_clip for CLIP targets (pip install open_clip_torch): {exc}; "
+                f"the uni3d reward needs open_clip for CLIP targets (pip install 'r3d[uni3d]'): {exc}; "
                 "or give precomputed target_embeddings"
             ) from None
         self.device = torch.device(device)
@@ -568,7 +568,7 @@ class Uni3DReward:
             import open_clip  # noqa: F401
         except ImportError:
             problems.append(
-                "CLIP targets need open_clip (pip install open_clip_torch), or give precomputed target_embeddings"
+                "CLIP targets need open_clip (pip install 'r3d[uni3d]'), or give precomputed target_embeddings"
             )
         return problems
 

@@ -55,6 +55,7 @@ from r3d.cli import voxelize as _voxelize; app.command("voxelize")(_voxelize.vox
 from r3d.cli import bench_edit as _bench_edit; app.command("bench-edit")(_bench_edit.bench_edit)  # noqa: E402, E702, I001  # fmt: skip
 from r3d.cli import train_vqvae as _train_vqvae; app.command("train-vqvae")(_train_vqvae.train_vqvae)  # noqa: E402, E702, I001  # fmt: skip
 from r3d.cli import eval_motion as _eval_motion; app.command("eval-motion")(_eval_motion.eval_motion)  # noqa: E402, E702, I001  # fmt: skip
+from r3d.cli import export as _export; app.command("export")(_export.export)  # noqa: E402, E702, I001  # fmt: skip
 # </register>
 
 

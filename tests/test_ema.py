@@ -85,3 +85,17 @@ def test_resume_with_ema_reproduces_the_uninterrupted_run(tmp_path):
     assert strip_times(resumed) == strip_times(full[3:])
     assert all(torch.equal(full_t.ema.weights[k], resumed_t.ema.weights[k]) for k in full_t.ema.weights)
     assert resumed_t.ema.step == full_t.ema.step == 8  # 2 optimizer steps per iteration
+
+
+def test_enabling_ema_on_resume_starts_it_from_the_resumed_weights(tmp_path):
+    """A run checkpointed without EMA and resumed with it on: the EMA starts at the resumed LoRA weights
+    (not at the LoRA's initial identity) and is saved from then on."""
+    trainer(recipe(iterations=1), tmp_path / "r").train()
+    saved = load_file(str(tmp_path / "r" / "checkpoint" / "adapter_model.safetensors"))
+    t = trainer(recipe(iterations=2, ema=EMA), tmp_path / "r")
+    t.resume()
+    assert t.ema.step == 0
+    for name, value in t.ema.weights.items():  # peft drops the adapter name from saved keys
+        assert torch.equal(value, saved[name.replace(".default.weight", ".weight")]), name
+    t.train(resume=True)
+    assert load_state(tmp_path / "r" / "checkpoint")["ema"]["step"] == 2

@@ -111,8 +111,9 @@ def finish_run(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def load_adapter(policy: Any, adapter: Path) -> None:
-    """Attach and load a trained LoRA adapter (a run folder or its ``checkpoint`` folder)."""
+def load_adapter(policy: Any, adapter: Path) -> Any:
+    """Attach and load a trained LoRA adapter (a run folder or its ``checkpoint`` folder); returns the
+    peft model wrapping ``policy.network``."""
     from r3d.core.checkpoint import load_adapter_weights
 
     folder = adapter / "checkpoint" if (adapter / "checkpoint").is_dir() else adapter
@@ -125,6 +126,7 @@ def load_adapter(policy: Any, adapter: Path) -> None:
     targets = conf.get("target_modules")
     peft_model = attach_lora(policy, conf["r"], conf["lora_alpha"], sorted(targets) if targets else None)
     load_adapter_weights(peft_model, folder)
+    return peft_model
 
 
 def generate(

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("score", "score"),
     "bench-edit": ("bench_edit", "bench_edit"),
     "eval-motion": ("eval_motion", "eval_motion"),
+    "export": ("export", "export"),
 }
 
 _DEBUG = False

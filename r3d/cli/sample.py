@@ -21,6 +21,14 @@ def sample(
         Path | None,
         typer.Option(help="Trained adapter: a grpo run folder or its checkpoint/.", show_default=False),
     ] = None,
+    model_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Merged weights written by `r3d export --merge` (the path it prints), loaded by the "
+            "model's own loader instead of its default weights.",
+            show_default=False,
+        ),
+    ] = None,
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Samples per prompt.")] = 4,
     seed: Annotated[
         int, typer.Option(help="Noise seed: the same seed gives the same noise with or without adapter.")
@@ -35,11 +43,19 @@ def sample(
     """Sample N outputs per prompt with the deterministic (ODE) sampler and save them with a contact sheet.
 
     Example: r3d sample -p 'a cube' -p 'a torus' -n 8 --adapter runs/tiny_mesh --out samples/
+    Merged:  r3d sample -p 'a cube' --model-weights exported/merged/tiny_shapes.safetensors --out samples/
     """
     from r3d.runner import generate
 
+    options = None
+    if model_weights is not None:
+        from r3d.export import model_weights_options
+
+        options = model_weights_options(model, model_weights)
     rewards = [r.strip() for r in score.split(",") if r.strip()] if score else None
-    result = generate(model, prompts, n, seed, out, fmt, steps, adapter=adapter, reward_names=rewards)
+    result = generate(
+        model, prompts, n, seed, out, fmt, steps, adapter=adapter, options=options, reward_names=rewards
+    )
     table = Table(title=f"{len(result['items'])} samples in {result['seconds']:.2f}s")
     table.add_column("prompt")
     table.add_column("file")

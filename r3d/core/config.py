@@ -95,6 +95,19 @@ class NablaConfig(StrictModel):
     reward_threshold: float = Field(0.0, description="Threshold of apply_reward_threshold.")
 
 
+class EmaConfig(StrictModel):
+    """EMA of the trainable (LoRA) weights (flow_grpo / Flow-Factory); evaluation uses it when enabled."""
+
+    enabled: bool = Field(False, description="Keep the EMA, evaluate with it, save it in the checkpoint.")
+    decay: float = Field(0.9, gt=0, lt=1, description="EMA decay d: ema ← ema + (1 − d)(θ − ema).")
+    update_interval: int = Field(
+        8, ge=1, description="Update the EMA every N optimizer steps (flow_grpo: 8)."
+    )
+    warmup: bool = Field(
+        True, description="Ramp the decay as min((1 + n)/(10 + n), decay) over optimizer steps n."
+    )
+
+
 class TrainConfig(StrictModel):
     algorithm: Literal["grpo", "nabla"] = Field("grpo", description="grpo (PPO-clip on log-ratios) or nabla.")
     iterations: int = Field(20, ge=1)
@@ -126,6 +139,9 @@ class TrainConfig(StrictModel):
         "per-sample rewards; batch-dependent ones (in-batch R-precision distractors) differ.",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    ema: EmaConfig = Field(
+        default_factory=EmaConfig, description="EMA of the LoRA weights (off by default); r3d export --ema."
+    )
 
     @model_validator(mode="after")
     def _check_overlap(self) -> TrainConfig:

@@ -23,6 +23,7 @@ from r3d.core import distributed as dist
 from r3d.core.advantages import PerPromptStatTracker
 from r3d.core.checkpoint import load_adapter_weights, load_state, save_checkpoint
 from r3d.core.config import GRPORecipe
+from r3d.core.ema import ParameterEMA, trainable
 from r3d.core.errors import R3DError
 from r3d.core.io import append_jsonl, atomic_write_text, read_jsonl
 from r3d.core.losses import gaussian_kl, grpo_policy_loss
@@ -95,6 +96,12 @@ class GRPOTrainer:
         self.schedule = make_schedule(policy, recipe.sampler.num_steps)
         self.iteration = 0
         self._stop_requested = False
+        self.ema = self._new_ema() if t.ema.enabled else None
+
+    def _new_ema(self) -> ParameterEMA:
+        """An EMA of the adapter's trainable weights as they are now (``train.ema``)."""
+        e = self.cfg.train.ema
+        return ParameterEMA(trainable(self.peft), e.decay, e.update_interval, e.warmup)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -104,6 +111,7 @@ class GRPOTrainer:
             "sample_gen": self.sample_gen.get_state(),
             "train_gen": self.train_gen.get_state(),
             "tracker": self.tracker.state_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def save(self) -> Path | None:
@@ -122,6 +130,12 @@ class GRPOTrainer:
         self.train_gen.set_state(state["train_gen"])
         self.tracker.load_state_dict(state["tracker"])
         self.iteration = int(state["iteration"])
+        if self.ema is not None:
+            if "ema" in state:
+                self.ema.load_state_dict(state["ema"])
+            else:
+                self.ema = self._new_ema()
+                self.log("the checkpoint has no EMA: the EMA starts from the resumed weights")
         # Metrics logged after the checkpoint belong to work that is redone now.
         if self.main:
             kept = [
@@ -235,6 +249,8 @@ class GRPOTrainer:
             norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * weight
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
 
     def update(self, roll: dict[str, Any], advantages: torch.Tensor, steps: list[int]) -> dict[str, float]:
         t = self.cfg.train
@@ -279,8 +295,15 @@ class GRPOTrainer:
         return dist.average_scalars(metrics)
 
     # ----------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def evaluate(self, tag: str) -> dict[str, float]:
+        """Fixed-noise evaluation on the held-out prompts (with the EMA weights when train.ema is on)."""
+        if self.ema is None:
+            return self._evaluate(tag)
+        with self.ema.swapped_in():
+            return self._evaluate(tag)
+
+    @torch.no_grad()
+    def _evaluate(self, tag: str) -> dict[str, float]:
         e, s = self.cfg.eval, self.cfg.sampler
         prompts = self.cfg.prompts.eval or self.cfg.prompts.train
         prompts = [p for p in prompts for _ in range(e.samples_per_prompt)]

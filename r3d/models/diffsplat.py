@@ -369,6 +369,19 @@ def load_gsvae(path: str | Path, vae_config: str | Path, dtype: torch.dtype = to
     return vae.to(dtype)
 
 
+def _pretrained_transformer(path: str, subfolder: str | None) -> nn.Module:
+    """``PixArtTransformer2DModel.from_pretrained`` with a one-line R3DError when it is not there."""
+    from diffusers import PixArtTransformer2DModel
+
+    try:
+        return PixArtTransformer2DModel.from_pretrained(path, subfolder=subfolder)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise R3DError(
+            f"DiffSplat transformer not available ({path}, subfolder {subfolder}): {first}"
+        ) from None
+
+
 def load_diffsplat(
     transformer: str,
     gsvae: str,
@@ -422,11 +435,15 @@ def load_tiny_diffsplat(
     guidance_scale: float = 2.0,
     scale_min: float = 0.01,
     scale_max: float = 0.12,
+    transformer: str | None = None,
+    transformer_subfolder: str | None = "transformer_ema",
 ) -> DiffSplatPolicy:
     """A randomly initialised tiny DiffSplat (all real module classes, tiny configs) for CPU tests.
 
     PixArt transformer: 1 layer, 2 heads × 8, patch 2; GSVAE: a 2-level AutoencoderKL (×2), so
-    splatter images are 2·latent_size pixels; T5: 1 layer, d_model 16; byte tokenizer.
+    splatter images are 2·latent_size pixels; T5: 1 layer, d_model 16; byte tokenizer. ``transformer``:
+    a diffusers folder (e.g. ``r3d export --merge`` output) whose transformer replaces the random one
+    (the VAE and T5 stay those of ``seed``).
     """
     from diffusers import AutoencoderKL, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
@@ -469,4 +486,24 @@ def load_tiny_diffsplat(
     t5 = T5EncoderModel(
         T5Config(vocab_size=258, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, dropout_rate=0.0)
     )
+    if transformer is not None:
+        net = _pretrained_transformer(transformer, transformer_subfolder)
     return DiffSplatPolicy(net, vae, t5, ByteTokenizer(), cfg)
+
+
+def save_merged_diffsplat(
+    policy: DiffSplatPolicy, folder: str | Path, options: dict[str, Any], dtype: torch.dtype | None = None
+) -> Path:
+    """``r3d export --merge`` writer: the merged PixArt transformer via diffusers ``save_pretrained`` in
+    ``folder/transformer_ema/`` (DiffSplat's published subfolder). Returns ``folder``: give it as
+    ``transformer`` (diffusers' ``from_pretrained(folder, subfolder="transformer_ema")`` reads it)."""
+    import copy
+
+    net = policy.network if dtype is None else copy.deepcopy(policy.network).to(dtype)
+    net.save_pretrained(Path(folder) / "transformer_ema", safe_serialization=True)
+    return Path(folder)
+
+
+for _loader in (load_diffsplat, load_tiny_diffsplat):
+    _loader.save_merged = save_merged_diffsplat  # type: ignore[attr-defined]  # r3d.export hook
+    _loader.weights_option = "transformer"  # type: ignore[attr-defined]  # r3d sample --model-weights

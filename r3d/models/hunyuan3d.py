@@ -638,3 +638,61 @@ def load_hunyuan3d_policy(
 
 
 load_hunyuan3d_policy.missing_weights = missing_weights  # type: ignore[attr-defined]  # dry-run hook
+
+
+# ----------------------------------------------------------------------------- r3d export --merge
+def dit_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
+    """The DiT's state dict under the official ``model`` key names (Tencent's module inside the
+    :class:`~r3d.models.hunyuan3d_official.OfficialDiT` wrapper, or r3d's own module)."""
+    from r3d.models.hunyuan3d_official import OfficialDiT
+
+    return (network.model if isinstance(network, OfficialDiT) else network).state_dict()
+
+
+def merged_checkpoint(
+    network: nn.Module, base: dict[str, dict[str, torch.Tensor]], dtype: torch.dtype = torch.float16
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The official checkpoint ``base`` ({'model', 'vae', 'conditioner'}) with ``model`` replaced by
+    ``network``'s weights (the adapter merged into it), every tensor in ``dtype``. ``vae`` (encoder
+    included) and ``conditioner`` (in the file's DINOv2 naming) keep their keys and values."""
+    state = dit_state_dict(network)
+    missing, extra = sorted(set(base["model"]) - set(state)), sorted(set(state) - set(base["model"]))
+    if missing or extra:
+        raise R3DError(
+            f"merged DiT keys differ from the checkpoint's: {len(missing)} missing "
+            f"({', '.join(missing[:3])}), {len(extra)} extra ({', '.join(extra[:3])}); merge the adapter first"
+        )
+
+    def cast(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # meta tensors stay on meta
+        return {k: v.detach().to(v.device if v.is_meta else "cpu", dtype).contiguous() for k, v in sd.items()}
+
+    return {"model": cast(state), "vae": cast(base["vae"]), "conditioner": cast(base["conditioner"])}
+
+
+def save_merged_hunyuan3d(
+    policy: Hunyuan3DPolicy, folder: str | Path, options: dict[str, Any], dtype: torch.dtype | None = None
+) -> Path:
+    """``r3d export --merge`` writer: ``folder/hunyuan3d-dit-v2-1/`` with the source ``config.yaml`` and
+    ``model.fp16.ckpt`` (default; ``model.ckpt`` for float32): the official layout and key names, which
+    r3d's strict loader and Tencent's code read. Returns ``folder`` (give it as ``model_dir``)."""
+    from r3d.core.io import atomic_write
+
+    dtype = dtype or torch.float16
+    names = {torch.float16: "model.fp16.ckpt", torch.float32: "model.ckpt"}
+    if dtype not in names:
+        raise R3DError(f"Hunyuan3D checkpoints are float16 or float32, not {dtype}")
+    model_dir = options.get("model_dir")
+    if model_dir is None:
+        from r3d.core.weights import default_dir
+
+        model_dir = str(default_dir("hunyuan3d-2.1"))
+    cfg_path, ckpt_path = find_model_files(model_dir)
+    ckpt = merged_checkpoint(policy.network, read_checkpoint(ckpt_path), dtype)
+    target = Path(folder) / SUBFOLDER
+    atomic_write(target / CONFIG_NAME, lambda tmp: tmp.write_bytes(cfg_path.read_bytes()))
+    atomic_write(target / names[dtype], lambda tmp: torch.save(ckpt, tmp))
+    return Path(folder)
+
+
+load_hunyuan3d_policy.save_merged = save_merged_hunyuan3d  # type: ignore[attr-defined]  # r3d.export hook
+load_hunyuan3d_policy.weights_option = "model_dir"  # type: ignore[attr-defined]  # sample --model-weights

@@ -590,3 +590,49 @@ def load_mdm_policy(
         lengths,
         device,
     )
+
+
+# ----------------------------------------------------------------------------- r3d export --merge
+def _merged_state(network: MDM, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """The network's state dict (official names, adapter already merged) on the CPU in ``dtype``."""
+    return {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in network.state_dict().items()}
+
+
+def save_merged_tiny_motion(
+    policy: MDMPolicy, folder: str | Path, options: dict[str, Any], dtype: torch.dtype | None = None
+) -> Path:
+    """``r3d export --merge`` writer of ``tiny_motion``: ``folder/motion_mdm_tiny.safetensors`` in the
+    shipped fp32 layout (:func:`save_tiny_mdm`, with the source file's metadata). Load it with ``path=``."""
+    from safetensors import safe_open
+
+    if dtype not in (None, torch.float32):
+        raise R3DError(f"the tiny MDM is stored in float32, not {dtype}")
+    source = Path(options.get("path") or TINY_MDM_PATH)
+    with safe_open(str(source), framework="pt") as fh:
+        meta = json.loads((fh.metadata() or {}).get("r3d", "{}"))
+    path = Path(folder) / "motion_mdm_tiny.safetensors"
+    return save_tiny_mdm(policy.network.cpu(), path, policy.mean.numpy(), policy.std.numpy(), meta)
+
+
+def save_merged_mdm(
+    policy: MDMPolicy, folder: str | Path, options: dict[str, Any], dtype: torch.dtype | None = None
+) -> Path:
+    """``r3d export --merge`` writer of the official MDM: ``folder/<source name>.pt`` (e.g.
+    ``model000475000.pt``), a plain state dict with the official key names (``pe`` tables included,
+    no ``clip_model.*``, as MDM's ``load_model_wo_clip`` expects), and the source ``args.json`` beside
+    it. Load it with ``path=`` (r3d) or MDM's own ``--model_path``."""
+    source = Path(options["path"])
+    name = source.name if source.suffix == ".pt" else "model000000000.pt"
+    out = Path(folder) / name
+    state = _merged_state(policy.network, dtype)
+    atomic_write(out, lambda tmp: torch.save(state, tmp))
+    args = source.with_name("args.json")
+    if args.is_file():
+        atomic_write(out.with_name("args.json"), lambda tmp: tmp.write_bytes(args.read_bytes()))
+    return out
+
+
+load_tiny_motion.save_merged = save_merged_tiny_motion  # type: ignore[attr-defined]  # r3d.export hook
+load_tiny_motion.weights_option = "path"  # type: ignore[attr-defined]  # r3d sample --model-weights
+load_mdm_policy.save_merged = save_merged_mdm  # type: ignore[attr-defined]  # r3d.export hook
+load_mdm_policy.weights_option = "path"  # type: ignore[attr-defined]  # r3d sample --model-weights

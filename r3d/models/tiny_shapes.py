@@ -219,12 +219,14 @@ class TinyShapesPolicy:
 
 
 def save_tiny_shapes(
-    path: str | Path, policy: TinyShapesPolicy, extra_metadata: dict[str, Any] | None = None
+    path: str | Path,
+    policy: TinyShapesPolicy,
+    extra_metadata: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float16,
 ) -> None:
-    """Write the network (fp16) and the latent statistics (fp32) to one safetensors file, config in metadata."""
-    tensors = {
-        f"net.{k}": v.detach().to(torch.float16).contiguous() for k, v in policy.network.state_dict().items()
-    }
+    """Write the network (``dtype``, fp16 as shipped) and the latent statistics (fp32) to one
+    safetensors file, config in metadata."""
+    tensors = {f"net.{k}": v.detach().to(dtype).contiguous() for k, v in policy.network.state_dict().items()}
     tensors["latent_mean"] = policy.latent_mean.contiguous()
     tensors["latent_std"] = policy.latent_std.contiguous()
     metadata = {"config": json.dumps(asdict(policy.cfg)), "classes": json.dumps(list(CLASSES))}
@@ -262,3 +264,17 @@ def load_tiny_shapes(
     return TinyShapesPolicy(
         net, tensors["latent_mean"], tensors["latent_std"], guidance_scale, decode_resolution
     )
+
+
+def save_merged_tiny_shapes(
+    policy: TinyShapesPolicy, folder: str | Path, options: dict[str, Any], dtype: torch.dtype | None = None
+) -> Path:
+    """``r3d export --merge`` writer: ``folder/tiny_shapes.safetensors`` in the shipped layout (fp32 by
+    default, so the merged network equals the adapter-enabled one); load it with ``weights=``."""
+    path = Path(folder) / "tiny_shapes.safetensors"
+    save_tiny_shapes(path, policy, dtype=dtype or torch.float32)
+    return path
+
+
+load_tiny_shapes.save_merged = save_merged_tiny_shapes  # type: ignore[attr-defined]  # r3d.export hook
+load_tiny_shapes.weights_option = "weights"  # type: ignore[attr-defined]  # r3d sample --model-weights

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from PIL import Image
 from toy_policy import ToyReward
 
 from r3d.core.errors import R3DError
 from r3d.rewards.geometry import GeometryReward
-from r3d.rewards.remote import Decoded, RemoteReward, encode_artifact
+from r3d.rewards.remote import Decoded, RemoteReward, decode_artifact, encode_artifact
 from r3d.rewards.server import RewardServer, _Body, _Reader
 
 
@@ -182,6 +183,34 @@ def test_face_index_out_of_range_is_400_and_the_client_does_not_retry():
         )
         assert status == 400 and "face indices span [-1, -1]" in answer["error"]
         assert remote([trimesh.creation.box()], [""])["geometry"].shape == (1,)
+
+
+def test_malformed_artifacts_are_refused_with_one_line_reasons(monkeypatch):
+    """Each artifact the reward could not score sensibly is an R3DError (the server's 400) naming what
+    is wrong: non-integer or non-triangle faces, 2-D vertices, bytes that do not fill the shape, an image
+    over the pixel limit (checked before decompression), a motion that is not (T, D) at a positive fps."""
+    import r3d.rewards.remote as remote
+
+    box = encode_artifact(trimesh.creation.box())
+    cases = {
+        "faces must be .F, 3. integers": {**box, "faces": remote.encode_array(np.zeros((2, 3), "<f4"))},
+        "faces must be .F, 3. integers, got int64 .2, 4.": {
+            **box,
+            "faces": remote.encode_array(np.zeros((2, 4), "<i8")),
+        },
+        "vertices must be .V, 3. numbers": {**box, "vertices": remote.encode_array(np.zeros((8, 2)))},
+        "bad array .ValueError": {**box, "vertices": {**box["vertices"], "shape": [9, 3]}},
+        "bad motion": {"type": "motion", "fps": 20, "features": remote.encode_array(np.zeros(5, "<f4"))},
+        "fps 0": {"type": "motion", "fps": 0, "features": remote.encode_array(np.zeros((5, 3), "<f4"))},
+        "bad image .ValueError: 20×20 pixels exceed the limit of 100": encode_artifact(
+            Image.new("L", (20, 20))
+        ),
+    }
+    monkeypatch.setattr(remote, "MAX_IMAGE_PIXELS", 100)
+    for message, artifact in cases.items():
+        with pytest.raises(R3DError, match=message):
+            decode_artifact(json.loads(json.dumps(artifact)))
+    assert decode_artifact(encode_artifact(Image.new("L", (10, 10)))).size == (10, 10)
 
 
 class Trickle:

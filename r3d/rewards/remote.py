@@ -27,7 +27,9 @@ shape, mesh vertices not (V, 3), faces not integer (F, 3) indices in [0, V), an 
 
 The client splits a batch into requests of ``batch_size`` artifacts, keeps at most ``concurrency`` in
 flight, retries timeouts, connection errors, 408/429/5xx and malformed answers with exponential
-backoff (honouring ``Retry-After``), and raises a one-line :class:`R3DError` when a request still fails.
+backoff (honouring ``Retry-After``), and raises a one-line :class:`R3DError` when a request still fails;
+any other 4xx fails at once. The bearer token never follows a redirect to another origin, and a POST
+follows only a same-origin 307/308 (:mod:`r3d.core.http`).
 """
 
 from __future__ import annotations

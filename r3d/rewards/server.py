@@ -328,6 +328,7 @@ class RewardServer:
 
             def setup(self) -> None:
                 super().setup()
+                self.rfile.close()  # replaced by a reader bound to the request's deadline
                 deadline = time.monotonic() + server.read_timeout_s
                 self.rfile = io.BufferedReader(_DeadlineSocket(self.connection, deadline), 1 << 16)
                 self.body_left = 0  # unread body bytes, drained before closing after an early answer

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import torch
+from test_remote_rewards import LoopbackServer
 
 from r3d.core.errors import R3DError
 from r3d.core.http import origin
@@ -27,7 +28,7 @@ INFO = {"name": "evil", "higher_is_better": True, "value_range": [0, 1], "differ
 CHAT = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Score: 7"}}]}
 
 
-class Origin:
+class Origin(LoopbackServer):
     """Loopback server that records every request (method, path, Authorization, body) and answers by
     ``route(method, path)`` → (status, extra headers, JSON object)."""
 
@@ -56,21 +57,7 @@ class Origin:
 
             do_GET = do_POST = _answer
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base(self):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
 
 def redirect(code, location, answer=SCORE):

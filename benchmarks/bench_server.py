@@ -41,6 +41,7 @@ from benchmarks.common import ROOT, caption, md_table, ratio  # noqa: E402
 LEVELS = (1, 50, 200)
 SLOW_CLIENTS = 20
 CLIENT_TIMEOUT_S = 60.0
+WARMUP = 150  # requests before measuring: more than the server's 64 workers
 
 
 class SizeReward:
@@ -210,7 +211,7 @@ def measure(quick: bool = False, on_run: Callable[[str], None] | None = None) ->
     runs = []
     server = Server("geometry")
     try:
-        for _ in range(20):  # warm-up: lazy imports, first-call caches
+        for _ in range(WARMUP):  # lazy imports, and the first request of every worker thread (~10 ms)
             post(server.port, [box_body()])
         for slow in (0, SLOW_CLIENTS):
             for clients in LEVELS:
@@ -254,7 +255,8 @@ def markdown(result: dict[str, Any], info: dict[str, Any] | None = None) -> list
     ]
     note = (
         "Raw http.client clients (threads of one process, no retries), each scoring one 12-face box with "
-        "`geometry`; server `python -m r3d.rewards.server` with its defaults in its own process."
+        f"`geometry`, after {WARMUP} warm-up requests; server `python -m r3d.rewards.server` with its "
+        "defaults in its own process."
     )
     m = result["memory"]
     growth = m["peak_rss_mib"] - m["rss_before_mib"]

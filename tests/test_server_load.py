@@ -152,6 +152,29 @@ def test_oversized_body_is_413_and_not_retried():
         assert post(port_of(server), score_body())[0] == 200  # still serving
 
 
+def test_bodies_in_flight_are_bounded_with_a_retryable_503():
+    """Declared body bytes in flight are capped: while a slow client holds 1000 of the 1500 allowed, an
+    800-byte request is answered 503 with Retry-After: 1; r3d's client retries it and is served once the
+    slow client has been cut off at the 1 s read deadline."""
+    body = score_body((0.25,))
+    with RewardServer(
+        ToyReward(), port=0, max_body_bytes=1000, max_inflight_bytes=1500, read_timeout_s=1.0
+    ) as server:
+        sock = socket.create_connection(("127.0.0.1", port_of(server)))
+        sock.sendall(b"POST /score HTTP/1.0\r\nContent-Length: 1000\r\n\r\n{")
+        time.sleep(0.2)
+        conn = http.client.HTTPConnection("127.0.0.1", port_of(server), timeout=5)
+        conn.request("POST", "/score", body=body.ljust(800))
+        response = conn.getresponse()
+        assert response.status == 503 and response.getheader("Retry-After") == "1"
+        assert "1500 bytes of request bodies in flight" in json.loads(response.read())["error"]
+        remote = RemoteReward(server.url, name="side", retries=3, backoff_s=0.01)
+        assert remote([torch.tensor([0.25, 0.0])], ["right"])["side"].tolist() == pytest.approx(
+            [0.6225], abs=1e-4
+        )
+        sock.close()
+
+
 @pytest.mark.parametrize("depth", [33, 100_000])
 def test_deeply_nested_json_is_400_not_a_dropped_connection(depth):
     """Bug caught: json.loads hit RecursionError and the connection closed with no answer. Any nesting

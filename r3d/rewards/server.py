@@ -349,13 +349,15 @@ class RewardServer:
                     self.wfile.flush()
                 except OSError:  # the client gave up (timeout, reset)
                     self.close_connection = True
-                    return
-                if self.body_left > 0:
-                    self._linger()
+                    self.body_left = 0
 
-            def _linger(self) -> None:
-                """Half-close, then drop what the client still sends for up to LINGER_S: closing with
-                unread bytes would reset the connection and lose the answer just written."""
+            def finish(self) -> None:
+                """After an answer sent before the body was read (413, 400, 408...): half-close, then drop
+                what the client still sends for up to LINGER_S (outside the body budget) — closing with
+                unread bytes would reset the connection and lose the answer."""
+                super().finish()
+                if self.body_left <= 0:
+                    return
                 try:
                     self.connection.shutdown(socket.SHUT_WR)
                     end = time.monotonic() + LINGER_S

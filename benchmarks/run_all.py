@@ -1,7 +1,7 @@
 """Run r3d's whole benchmark suite and write one markdown report (default benchmarks/results.md).
 
     python benchmarks/run_all.py [--quick] [--out benchmarks/results.md] [--open3d-python PATH]
-                                 [--meshes DIR] [--only grpo,scaling,voxelize,score,memory]
+                                 [--meshes DIR] [--only grpo,scaling,voxelize,score,memory,server]
 
 Sections (each a function of the bench_*.py scripts next to this file):
   grpo      GRPO iteration time split (sample / decode / reward / train) and loop vs bare passes
@@ -9,6 +9,8 @@ Sections (each a function of the bench_*.py scripts next to this file):
   voxelize  r3d vs open3d vs trimesh at 64³ on every shared mesh (identical voxel sets checked)
   score     meshes/s per reward (geometry, normal, semantic) through r3d.core.registry
   memory    peak RSS of a GRPO iteration, voxelising the largest mesh and scoring, one process each
+  server    reward server: throughput, p50/p95 latency, answers at 1/50/200 raw clients, ± 20 slow
+            clients, and its peak memory for the largest body it accepts (loopback)
 The machine (CPU model, cores, torch version, threads) is collected once, printed in the report's
 header and in the caption of every table; every table has a ratio column (×). Timings are medians of
 repeated runs with one torch thread unless a table says otherwise; ``--quick`` uses fewer repeats and
@@ -39,7 +41,14 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
-from benchmarks import bench_grpo, bench_memory, bench_scaling, bench_score, bench_voxelize  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_grpo,
+    bench_memory,
+    bench_scaling,
+    bench_score,
+    bench_server,
+    bench_voxelize,
+)
 from benchmarks.common import RECIPE, ROOT, default_meshes, machine_info  # noqa: E402
 from r3d.core.io import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -129,6 +138,16 @@ SECTIONS: tuple[Section, ...] = (
         "Peak resident memory of each workload, each in a fresh process so that peaks do not mix.",
         lambda s, note: bench_memory.measure(s.recipe, s.meshes, on_probe=lambda p: note(f"memory {p}")),
         bench_memory.markdown,
+    ),
+    Section(
+        "server",
+        "Reward server under load",
+        "`python -m r3d.rewards.server` (defaults) on loopback: requests answered, throughput and "
+        "latency at 1, 50 and 200 concurrent raw clients that never retry, without and with 20 "
+        "slow-loris clients holding connections; then the server's peak memory for one body of "
+        "exactly its size limit (--quick: 32 MiB, full: the default 256 MiB).",
+        lambda s, note: bench_server.measure(s.quick, on_run=note),
+        bench_server.markdown,
     ),
 )
 SECTION_KEYS = tuple(s.key for s in SECTIONS)

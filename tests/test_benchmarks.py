@@ -97,6 +97,32 @@ RESULTS = {
     "memory": {
         "rows": [{"probe": "grpo", "detail": "1 iteration", "rss_before_mib": 400.0, "peak_rss_mib": 600.0}]
     },
+    "server": {
+        "per_client": {1: 2, 50: 1, 200: 1},
+        "runs": [
+            {
+                "clients": c,
+                "slow_clients": slow,
+                "requests": c,
+                "answered": c,
+                "wall_s": 1.0,
+                "requests_per_s": 100.0 * c,
+                "p50_ms": 2.0,
+                "p95_ms": None if c == 200 else 5.0,
+            }
+            for slow in (0, 20)
+            for c in (1, 50, 200)
+        ],
+        "memory": {
+            "body_mib": 32.0,
+            "decoded_mib": 24.0,
+            "status": 200,
+            "over_limit_status": 413,
+            "seconds": 0.5,
+            "rss_before_mib": 240.0,
+            "peak_rss_mib": 268.0,
+        },
+    },
 }
 
 
@@ -123,7 +149,7 @@ def test_every_table_states_the_machine_and_has_a_consistent_ratio_column():
     report = run_all.render_report(RESULTS, INFO, "python benchmarks/run_all.py --quick", 12.0, True)
     assert "**Machine:** Test CPU 9000 (x86_64), 2 usable cores" in report.splitlines()[2]
     found = tables(report)
-    assert len(found) == 6  # grpo has two tables
+    assert len(found) == 8  # grpo and server have two tables each
     for above, (head, rule, *rows) in found:
         assert above.startswith("*Machine: Test CPU 9000 (x86_64), 2 cores, torch 2.13.0+cpu"), above
         assert len(rule) == len(head) and rows and all(len(r) == len(head) for r in rows), head
@@ -194,7 +220,7 @@ def test_run_all_rejects_an_unknown_section(capsys):
 
 @pytest.mark.slow
 def test_quick_suite_runs_every_section(tmp_path):
-    """`run_all.py --quick` (about 2 minutes) measures all five sections and exits 0."""
+    """`run_all.py --quick` (about 2 minutes) measures all six sections and exits 0."""
     out = tmp_path / "results.md"
     cmd = [sys.executable, "benchmarks/run_all.py", "--quick", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -202,4 +228,22 @@ def test_quick_suite_runs_every_section(tmp_path):
     raw = json.loads(out.with_suffix(".json").read_text())
     assert list(raw["sections"]) == list(run_all.SECTION_KEYS)
     assert not any("error" in s for s in raw["sections"].values())
-    assert len(tables(out.read_text())) == 6
+    assert len(tables(out.read_text())) == 8
+
+
+def test_server_bench_counts_answers_and_measures_the_largest_body():
+    """The server bench end to end at a small scale against the real server process: 30 raw clients
+    beside 3 slow-loris connections are all answered with latencies; a body of exactly the 2 MiB limit
+    is accepted (200), one byte more is 413, and the server's peak memory is read after it."""
+    from benchmarks import bench_server
+
+    server = bench_server.Server("geometry")
+    try:
+        run = bench_server.run_level(server.port, clients=30, per_client=1, slow=3)
+    finally:
+        server.close()
+    assert run["answered"] == run["requests"] == 30 and 0 < run["p50_ms"] <= run["p95_ms"]
+    memory = bench_server.memory_probe(2)
+    assert (memory["status"], memory["over_limit_status"]) == (200, 413)
+    assert memory["body_mib"] == 2 and 1.4 < memory["decoded_mib"] < 1.5
+    assert memory["peak_rss_mib"] >= memory["rss_before_mib"] > 0

@@ -121,7 +121,28 @@ def test_a_recipe_trains_identically_with_the_reward_served_over_http(tmp_path):
     assert "reward/side/raw" in remote[1]
 
 
-class ScriptedServer:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 (ephemeral port) that serves ``handler`` inside a with block."""
+
+    def serve(self, handler):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class ScriptedServer(LoopbackServer):
     """Loopback server whose answer to the n-th POST (from 0) is ``script(n, body)`` → (status, obj) or
     ("sleep", seconds, status, obj); records the largest number of requests in flight at once."""
 
@@ -155,21 +176,11 @@ class ScriptedServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.serve(Handler)
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/score"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        return self.base + "/score"
 
 
 def echo(body):

@@ -21,9 +21,15 @@ ARTIFACT, by the artifact's type (``null`` = an empty decode, scored the reward'
 ``ARRAY = {"dtype": numpy dtype string ("<f4", "<f8", "<i8"...), "shape": [...], "data": base64 of the
 C-order little-endian bytes}``.
 
+The server refuses (HTTP 400) an artifact that is not well formed: an array whose bytes do not match its
+shape, mesh vertices not (V, 3), faces not integer (F, 3) indices in [0, V), an image over
+:data:`MAX_IMAGE_PIXELS` pixels, a motion that is not (T, D) at a positive fps.
+
 The client splits a batch into requests of ``batch_size`` artifacts, keeps at most ``concurrency`` in
 flight, retries timeouts, connection errors, 408/429/5xx and malformed answers with exponential
-backoff (honouring ``Retry-After``), and raises a one-line :class:`R3DError` when a request still fails.
+backoff (honouring ``Retry-After``), and raises a one-line :class:`R3DError` when a request still fails;
+any other 4xx fails at once. The bearer token never follows a redirect to another origin, and a POST
+follows only a same-origin 307/308 (:mod:`r3d.core.http`).
 """
 
 from __future__ import annotations
@@ -45,6 +51,17 @@ from r3d.core.errors import R3DError
 from r3d.core.http import http_attempt, with_retries
 
 MESH_FORMATS = ("arrays", "ply", "glb")
+#: Largest image (width × height) the server decodes; bigger ones are refused before decompression.
+MAX_IMAGE_PIXELS = 1 << 26
+
+
+class Decoded(bytearray):
+    """The bytes of a base64 ``data`` string already decoded by the server's streaming reader."""
+
+
+def _b64(data: Any) -> bytes | bytearray:
+    """Bytes of a ``data`` field: base64 text (strict alphabet), or a :class:`Decoded` as is."""
+    return data if isinstance(data, Decoded) else base64.b64decode(data, validate=True)
 
 
 # ------------------------------------------------------------------------------------------ encoding
@@ -67,8 +84,10 @@ def decode_array(obj: Any) -> np.ndarray:
         if dtype.kind not in "biuf":
             raise ValueError(f"dtype {dtype} is not numeric")
         shape = tuple(int(n) for n in obj["shape"])
-        return np.frombuffer(base64.b64decode(obj["data"], validate=True), dtype=dtype).reshape(shape).copy()
-    except (KeyError, TypeError, ValueError) as exc:
+        data = _b64(obj["data"])
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
+        return array if isinstance(data, bytearray) else array.copy()  # writable either way
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise R3DError(f"bad array ({type(exc).__name__}: {exc})") from None
 
 
@@ -96,6 +115,19 @@ def encode_artifact(artifact: Any, mesh_format: str = "arrays") -> dict[str, Any
     raise R3DError(f"remote reward: cannot send a {type(artifact).__name__} artifact")
 
 
+def check_mesh_arrays(vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Refuse (R3DError) vertices that are not (V, 3) numbers or faces that are not (F, 3) integer
+    indices in [0, V): a face out of range would crash the reward, not describe a shape."""
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or vertices.dtype.kind not in "iuf":
+        raise R3DError(f"bad mesh: vertices must be (V, 3) numbers, got {vertices.dtype} {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu":
+        raise R3DError(f"bad mesh: faces must be (F, 3) integers, got {faces.dtype} {faces.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise R3DError(
+            f"bad mesh: face indices span [{faces.min()}, {faces.max()}] but there are {len(vertices)} vertices"
+        )
+
+
 def decode_artifact(obj: Any) -> Any:
     """Inverse of :func:`encode_artifact` (server side); malformed input → R3DError."""
     if obj is None:
@@ -108,21 +140,26 @@ def decode_artifact(obj: Any) -> Any:
 
         fmt = obj.get("format")
         if fmt == "arrays":
-            return trimesh.Trimesh(
-                decode_array(obj.get("vertices")), decode_array(obj.get("faces")), process=False
-            )
+            vertices, faces = decode_array(obj.get("vertices")), decode_array(obj.get("faces"))
+            check_mesh_arrays(vertices, faces)
+            return trimesh.Trimesh(vertices, faces, process=False)
         if fmt in ("ply", "glb"):
             try:
-                data = io.BytesIO(base64.b64decode(obj["data"], validate=True))
-                return trimesh.load(data, file_type=fmt, process=False, force="mesh")
+                data = io.BytesIO(_b64(obj["data"]))
+                mesh = trimesh.load(data, file_type=fmt, process=False, force="mesh")
             except Exception as exc:  # trimesh raises anything on corrupt files
                 raise R3DError(f"bad {fmt} mesh ({type(exc).__name__}: {exc})") from None
+            check_mesh_arrays(np.asarray(mesh.vertices), np.asarray(mesh.faces))
+            return mesh
         raise R3DError(f"unknown mesh format {fmt!r}; use one of {', '.join(MESH_FORMATS)}")
     if kind == "image":
         from PIL import Image
 
         try:
-            image = Image.open(io.BytesIO(base64.b64decode(obj["data"], validate=True)))
+            image = Image.open(io.BytesIO(_b64(obj["data"])))
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:  # checked before the pixels are decompressed
+                raise ValueError(f"{width}×{height} pixels exceed the limit of {MAX_IMAGE_PIXELS}")
             image.load()
         except Exception as exc:
             raise R3DError(f"bad image ({type(exc).__name__}: {exc})") from None
@@ -130,7 +167,13 @@ def decode_artifact(obj: Any) -> Any:
     if kind == "motion":
         from r3d.motion.artifacts import Motion
 
-        return Motion(decode_array(obj.get("features")), fps=int(obj.get("fps", 20)))
+        features, fps = decode_array(obj.get("features")), obj.get("fps", 20)
+        if features.ndim != 2 or not isinstance(fps, int) or isinstance(fps, bool) or fps <= 0:
+            raise R3DError(
+                f"bad motion: features must be (T, D) and fps a positive integer, got "
+                f"shape {features.shape} and fps {fps!r}"
+            )
+        return Motion(features, fps=fps)
     if kind in ("tensor", "array"):
         array = decode_array(obj.get("array"))
         return torch.from_numpy(array) if kind == "tensor" else array

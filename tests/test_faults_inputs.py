@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from test_vqvae_train import voxels  # noqa: F401 (a fixture)
+from test_vqvae_train import write_recipe as write_vqvae_recipe
 
 from r3d.cli.main import main
 from r3d.core.errors import R3DError
 from r3d.core.io import append_jsonl, read_jsonl
 from r3d.edit.dataset import SAMPLE_DIR, load_dataset
-from r3d.vqvae.checkpoint import load_trainer_state
+from r3d.vqvae.checkpoint import latest_checkpoint, load_trainer_state
 
 FAST = ["--limit", "2", "--set", "editor.num_inference_steps=1"]
 
@@ -200,6 +202,18 @@ def test_truncated_trainer_state_is_a_one_line_error(tmp_path):
     (ckpt / "trainer.pt").write_bytes(b"")
     with pytest.raises(R3DError, match="is damaged"):
         load_trainer_state(ckpt)
+
+
+def test_train_vqvae_resume_from_a_truncated_trainer_state_is_a_one_line_error(voxels, tmp_path, capsys):  # noqa: F811
+    """The issue's reproduction through the CLI: cut the newest checkpoint's trainer.pt in half, then
+    ``train-vqvae --resume`` exits 2 with one line (before: a PytorchStreamReader traceback)."""
+    recipe = write_vqvae_recipe(tmp_path, voxels, "vae", steps=2, ckpt_every=1)
+    run = tmp_path / "run"
+    assert main(["train-vqvae", str(recipe), "--out", str(run), "--json"]) == 0
+    capsys.readouterr()
+    state = latest_checkpoint(run) / "trainer.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    one_line_error(capsys, ["train-vqvae", "--resume", str(run)], "is damaged")
 
 
 # ----------------------------------------------------------------------------- absurd sizes (13)

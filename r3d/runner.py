@@ -14,7 +14,7 @@ import torch
 from r3d.artifacts import preview, safe_name, save_artifact
 from r3d.core import distributed as dist
 from r3d.core import lock
-from r3d.core.checkpoint import recover_checkpoint, resolve_checkpoint
+from r3d.core.checkpoint import load_adapter_weights, recover_checkpoint, resolve_checkpoint
 from r3d.core.config import GRPORecipe
 from r3d.core.errors import R3DError
 from r3d.core.grpo import GRPOTrainer, attach_lora
@@ -119,8 +119,6 @@ def finish_run(run_dir: Path) -> dict[str, Any]:
 
 def load_adapter(policy: Any, adapter: Path) -> None:
     """Attach and load a trained LoRA adapter (a run folder or its ``checkpoint`` folder)."""
-    from r3d.core.checkpoint import load_adapter_weights
-
     folder = resolve_checkpoint(adapter / "checkpoint")
     folder = folder if folder.is_dir() else resolve_checkpoint(adapter)
     config_path = folder / "adapter_config.json"

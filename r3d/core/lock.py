@@ -41,7 +41,7 @@ class FolderLock:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             os.close(fd)
-            who = f"pid {holder}" if holder.isdigit() else "another process"
+            who = f"pid {holder}" if holder.isdigit() else "pid unknown"
             raise R3DError(
                 f"{what} {self.path.parent} is in use by another r3d process ({who}); "
                 "wait for it to finish or choose another folder"

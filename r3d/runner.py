@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +14,12 @@ import torch
 
 from r3d.artifacts import preview, safe_name, save_artifact
 from r3d.core import distributed as dist
+from r3d.core import lock
+from r3d.core.checkpoint import load_adapter_weights, recover_checkpoint, resolve_checkpoint
 from r3d.core.config import GRPORecipe
 from r3d.core.errors import R3DError
 from r3d.core.grpo import GRPOTrainer, attach_lora
-from r3d.core.io import atomic_write_json, read_jsonl
+from r3d.core.io import atomic_write_json, read_jsonl, read_text
 from r3d.core.plots import reward_curves
 from r3d.core.recipe import apply_overrides, load_recipe, read_yaml, validate
 from r3d.core.registry import POLICIES, REWARDS, build_policy, build_reward, with_run_device
@@ -31,7 +34,7 @@ def load_grpo(
     if resume is not None:
         if not (resume / "recipe.yaml").is_file():
             raise R3DError(f"--resume {resume}: not a run folder (no recipe.yaml)")
-        if not (resume / "checkpoint").is_dir():
+        if not resolve_checkpoint(resume / "checkpoint").is_dir():
             raise R3DError(f"--resume {resume}: no checkpoint in this run yet")
         data = apply_overrides(read_yaml(resume / "recipe.yaml"), overrides)
         return validate(data, GRPORecipe, source=str(resume / "recipe.yaml")), resume
@@ -70,12 +73,21 @@ def make_trainer(
         torch.set_num_threads(cfg.run.threads)
     dist.init_from_env()  # join the process group before building: a policy may place itself per rank
     check_device(cfg)
-    policy = build_policy(cfg.model.name, **policy_options(cfg))
-    policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)  # fail early on a bad prompt
-    trainer_cls = trainer_class(cfg)
-    # meshes get a CPU-rendered contact sheet, anything else the policy's own save_preview
-    draw = functools.partial(preview, policy=policy)
-    return trainer_cls(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=draw, progress=progress)
+    fresh = not run_dir.exists()
+    if dist.is_main():  # one writer per run folder; the kernel drops the lock when this process ends
+        lock.hold(run_dir, "run folder")
+        recover_checkpoint(run_dir / "checkpoint")  # a save killed between its renames
+    try:
+        policy = build_policy(cfg.model.name, **policy_options(cfg))
+        policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)  # fail early on a bad prompt
+        trainer_cls = trainer_class(cfg)
+        # meshes get a CPU-rendered contact sheet, anything else the policy's own save_preview
+        draw = functools.partial(preview, policy=policy)
+        return trainer_cls(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=draw, progress=progress)
+    except BaseException:
+        if fresh:  # leave no empty folder behind a run that never started
+            lock.drop(run_dir)
+        raise
 
 
 def check_device(cfg: GRPORecipe) -> None:
@@ -114,19 +126,37 @@ def finish_run(run_dir: Path) -> dict[str, Any]:
 def load_adapter(policy: Any, adapter: Path) -> Any:
     """Attach and load a trained LoRA adapter (a run folder or its ``checkpoint`` folder); returns the
     peft model wrapping ``policy.network``."""
-    from r3d.core.checkpoint import load_adapter_weights
-
-    folder = adapter / "checkpoint" if (adapter / "checkpoint").is_dir() else adapter
+    folder = resolve_checkpoint(adapter / "checkpoint")
+    folder = folder if folder.is_dir() else resolve_checkpoint(adapter)
     config_path = folder / "adapter_config.json"
     if not config_path.is_file():
         raise R3DError(
             f"--adapter {adapter}: no adapter_config.json (expected a run folder or its checkpoint/)"
         )
-    conf = json.loads(config_path.read_text())
-    targets = conf.get("target_modules")
-    peft_model = attach_lora(policy, conf["r"], conf["lora_alpha"], sorted(targets) if targets else None)
+    rank, alpha, targets = _adapter_config(config_path)
+    peft_model = attach_lora(policy, rank, alpha, targets)
     load_adapter_weights(peft_model, folder)
     return peft_model
+
+
+def _adapter_config(path: Path) -> tuple[int, int | float, list[str] | str | None]:
+    """(r, lora_alpha, target_modules) of a peft ``adapter_config.json``; anything malformed → R3DError."""
+    try:
+        conf = json.loads(read_text(path, "adapter config"))
+    except json.JSONDecodeError as exc:
+        raise R3DError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(conf, dict):
+        raise R3DError(f"{path}: expected a JSON object, got {type(conf).__name__}")
+    rank, alpha, targets = conf.get("r"), conf.get("lora_alpha"), conf.get("target_modules")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise R3DError(f"{path}: 'r' must be an integer >= 1, got {rank!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha):
+        raise R3DError(f"{path}: 'lora_alpha' must be a number, got {alpha!r}")
+    if isinstance(targets, list) and all(isinstance(t, str) for t in targets):
+        return rank, alpha, sorted(targets) or None
+    if targets is None or (isinstance(targets, str) and targets):  # None: the policy's; str: a regex
+        return rank, alpha, targets
+    raise R3DError(f"{path}: 'target_modules' must be a list of module names, got {targets!r}")
 
 
 def generate(

@@ -2,7 +2,9 @@
 
 Serves ``HEAD/GET /{repo}/resolve/{rev}/{path}`` (with Range requests) and
 ``GET /api/models/{repo}/revision/{rev}``; answers gated / missing repos and files with the hub's
-``X-Error-Code`` headers; can cut a file's first download short to exercise resuming. Binds
+``X-Error-Code`` headers; can cut a file's first download short to exercise resuming, and play a
+hostile hub: list any name (``../..`` included), send no ETag or the hub's git-sha1 one, or serve
+bytes other than those its ETag describes (``serve``). Binds
 127.0.0.1 on an ephemeral port and serves only while the context manager is open.
 """
 
@@ -22,8 +24,12 @@ class FakeHub:
         repos: dict[str, dict[str, bytes]],
         gated: set[str] = frozenset(),
         cut_first: dict[str, int] | None = None,
+        etags: str = "sha256",
+        serve: dict[str, bytes] | None = None,
     ):
         self.repos = repos
+        self.etags = etags  # "sha256" (LFS files), "git" (regular files: git blob sha1) or "none"
+        self.serve = dict(serve or {})  # path -> bytes sent instead of the listed content
         self.gated = set(gated)
         self.cut_first = dict(cut_first or {})  # path -> bytes to send before dropping the first GET
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
@@ -67,14 +73,19 @@ class FakeHub:
                     return self._error(401, "GatedRepo")
                 if filename not in hub.repos[repo]:
                     return self._error(404, "EntryNotFound")
-                data = hub.repos[repo][filename]
+                listed = hub.repos[repo][filename]
+                data = hub.serve.get(filename, listed)
                 start = 0
                 rng = self.headers.get("Range")
                 if rng and not head:
                     start = int(rng.split("=")[1].split("-")[0])
                 self.send_response(206 if start else 200)
                 self.send_header("X-Repo-Commit", COMMIT)
-                self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
+                if hub.etags == "sha256":
+                    self.send_header("ETag", '"' + hashlib.sha256(listed).hexdigest() + '"')
+                elif hub.etags == "git":
+                    blob = f"blob {len(listed)}\0".encode() + listed
+                    self.send_header("ETag", '"' + hashlib.sha1(blob).hexdigest() + '"')
                 self.send_header("Content-Length", str(len(data) - start))
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")

@@ -84,7 +84,15 @@ def test_reads_chinese_and_full_width_answers(text, expected):
 
 @pytest.mark.parametrize(
     "text",
-    ["Score: 1e309", "Score: 0x7", "Score: 3.5.1", '{"score": 1e309}', "这张图片很好", "评分：很好", "10分制"],
+    [
+        "Score: 1e309",
+        "Score: 0x7",
+        "Score: 3.5.1",
+        '{"score": 1e309}',
+        "这张图片很好",
+        "评分：很好",
+        "10分制",
+    ],
 )
 def test_numbers_that_are_not_scores_give_none(text):
     """'1e309' once read as 1.0 and '0x7' as 0.0: a number glued to letters or dots is not a score."""

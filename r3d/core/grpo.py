@@ -32,6 +32,7 @@ from r3d.core.rewards import RewardMix
 from r3d.core.rollout import Schedule, Trajectory, decode, make_schedule, sample, transition
 
 Logger = Callable[[str], None]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both: finish the iteration, save a checkpoint, stop
 
 
 def attach_lora(policy: Any, rank: int, alpha: float, target_modules: list[str] | None = None) -> Any:
@@ -405,11 +406,14 @@ class GRPOTrainer:
         comps = {k: torch.cat([r[1][k] for r in results]) for k in results[0][1]}
         return roll, total, comps
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        """SIGINT (Ctrl-C) or SIGTERM (schedulers: SLURM, Kubernetes): finish the iteration, save, stop;
+        a second one aborts at once."""
         if self._stop_requested:
             raise KeyboardInterrupt
         self._stop_requested = True
-        self.log("Ctrl-C: finishing this iteration, then saving a checkpoint (press again to abort now)")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.log(f"{name}: finishing this iteration, then saving a checkpoint (send it again to abort now)")
 
     def train(self, resume: bool = False) -> list[dict[str, float]]:
         """Run until ``train.iterations``; returns the metrics records of this call."""
@@ -427,7 +431,9 @@ class GRPOTrainer:
             save_resolved(self.cfg, self.run_dir / "recipe.yaml")
             writer = _tensorboard(self.run_dir / "tb")
         records: list[dict[str, float]] = []
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        previous = (
+            {sig: signal.signal(sig, self._on_stop_signal) for sig in STOP_SIGNALS} if _main_thread() else {}
+        )
         try:
             if self.iteration == 0:
                 self._record({"iteration": 0, **self.evaluate("start")}, records, writer)
@@ -450,8 +456,8 @@ class GRPOTrainer:
                     self.log(f"stopped at iteration {self.iteration}; continue with --resume {self.run_dir}")
                     break
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if writer is not None:
                 writer.close()
         return records

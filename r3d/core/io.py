@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -47,30 +48,70 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one JSON record and flush it to disk at once (crash loses at most this line)."""
+    """Append one JSON record and flush it to disk at once (crash loses at most this line).
+
+    If the file ends in a torn line (a crash mid-write), a newline is written first, so the new
+    record never glues onto the torn one; the record goes out in one ``write`` on an ``O_APPEND``
+    descriptor, so processes appending to one file (bench-edit shards) do not interleave.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    data = (json.dumps(record) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read JSON lines, skipping a torn final line left by a crash."""
+    """The JSON objects of a JSON-lines file, in order; [] when it does not exist.
+
+    Lines that are not a JSON object in UTF-8 (a torn line left by a crash, stray binary bytes) are
+    skipped and logged as a warning, never a traceback.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
+    records, bad = [], 0
+    for raw in path.read_bytes().split(b"\n"):
+        if not raw.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad += 1
+    if bad:
+        logging.getLogger("r3d").warning("%s: skipped %d unreadable line(s)", path, bad)
     return records
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """The UTF-8 text of ``path``; a binary / non-UTF-8 file is an R3DError naming ``what`` and the byte."""
+    from r3d.core.errors import R3DError
+
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise R3DError(
+            f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})"
+        ) from None
+    if "\x00" in text:
+        raise R3DError(f"{what} {path} is not text (it holds NUL bytes)")
+    return text
 
 
 def read_safetensors(

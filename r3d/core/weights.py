@@ -4,7 +4,9 @@ Each entry names the exact files one backend needs (never a whole repo when a fe
 a ``subfolder/*`` pattern can double a download). Single-checkpoint backends list exact paths;
 multi-shard diffusers / transformers repos list the patterns of the files they load. Downloads
 resume where they stopped (a ``.part`` file continued with an HTTP Range request, also after the
-process was killed) and are verified (size, and sha256 for LFS files) before an atomic rename.
+process was killed) and are verified (size, and a content hash: a ``sha256`` pin of the manifest,
+else the hub's ETag — sha256 of LFS files, git blob sha1 of regular ones) before an atomic rename.
+Every file name (manifest or hub listing) must stay inside the download folder.
 ``HF_ENDPOINT`` (read at call time) points at a mirror or a local stand-in of the hub.
 """
 
@@ -33,6 +35,7 @@ class WeightSpec:
     used_by: str = ""
     notes: str = ""
     aliases: tuple[str, ...] = field(default=())
+    sha256: tuple[tuple[str, str], ...] = ()  # (repo path, hex digest) pins, checked over any ETag
 
 
 _QWEN_VL_FILES = ("*.json", "*.safetensors", "*.txt", "*.jinja")
@@ -156,14 +159,49 @@ _COMPLETE = ".r3d-complete"
 _CHUNK = 1 << 20
 
 
-def _download_file(url: str, dest: Path, headers: dict[str, str], endpoint: str | None) -> None:
-    """Stream ``url`` into ``dest`` through ``dest.part``, continuing a previous ``.part`` with Range.
+def safe_relpath(name: str) -> str:
+    """``name`` (a repo path from the manifest or the hub's listing) if it stays inside the download
+    folder: relative, no ``..`` part, no backslash or NUL; otherwise an R3DError (a hostile listing
+    must not write outside ``--local-dir``)."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or "\\" in name or "\0" in name or ".." in parts or "" in parts:
+        raise R3DError(f"refusing to download {name!r}: the path leaves the download folder")
+    return name
 
-    The size (and, for LFS files whose ETag is a sha256, the content hash) is checked before the
-    atomic rename, so ``dest`` is either absent or complete.
-    """
+
+def _hashes(path: Path) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file in one pass: the hub's ETag of LFS / regular files."""
     import hashlib
 
+    sha256, git = hashlib.sha256(), hashlib.sha1(usedforsecurity=False)
+    git.update(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            sha256.update(block)
+            git.update(block)
+    return sha256.hexdigest(), git.hexdigest()
+
+
+def _expected_hash(pinned: str | None, etag: str | None) -> tuple[int, str] | None:
+    """(index into :func:`_hashes`, hex digest) to check: a manifest pin, else a sha256 ETag (LFS
+    file), else a 40-hex ETag (git blob sha1 of a regular file); None when nothing is verifiable."""
+    if pinned:
+        return 0, pinned.lower()
+    etag = (etag or "").strip('"').lower()
+    if all(c in "0123456789abcdef" for c in etag) and len(etag) in (64, 40):
+        return (0 if len(etag) == 64 else 1), etag
+    return None
+
+
+def _download_file(
+    url: str, dest: Path, headers: dict[str, str], endpoint: str | None, pinned: str | None = None
+) -> None:
+    """Stream ``url`` into ``dest`` through ``dest.part``, continuing a previous ``.part`` with Range.
+
+    The size and a content hash (``pinned`` sha256, else the hub's ETag: sha256 for LFS files, git
+    blob sha1 for regular ones) are checked before the atomic rename, so ``dest`` is either absent or
+    complete. A server that sends neither gets the size check only.
+    """
     from huggingface_hub import get_hf_file_metadata
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
@@ -191,15 +229,10 @@ def _download_file(url: str, dest: Path, headers: dict[str, str], endpoint: str 
         raise OSError(
             f"incomplete download of {dest.name}: {size} of {meta.size} bytes (run again to resume)"
         )
-    etag = (meta.etag or "").strip('"')
-    if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag):
-        digest = hashlib.sha256()
-        with open(part, "rb") as fh:
-            for block in iter(lambda: fh.read(_CHUNK), b""):
-                digest.update(block)
-        if digest.hexdigest() != etag:
-            part.unlink()
-            raise OSError(f"checksum mismatch for {dest.name}: the partial file was discarded, run again")
+    expected = _expected_hash(pinned, meta.etag)
+    if expected is not None and _hashes(part)[expected[0]] != expected[1]:
+        part.unlink()
+        raise OSError(f"checksum mismatch for {dest.name}: the partial file was discarded, run again")
     os.replace(part, dest)
 
 
@@ -234,17 +267,22 @@ def fetch(
             files += [
                 n for n in names if any(fnmatch.fnmatch(n, p) for p in spec.patterns) and n not in files
             ]
+        for filename in files:
+            safe_relpath(filename)
         headers = build_hf_headers(token=token)
         headers["Accept-Encoding"] = "identity"
+        pins = dict(spec.sha256)
         for filename in files:
             dest = folder / filename
             if dest.is_file():
                 continue
             url = hf_hub_url(spec.repo_id, filename, revision=revision, endpoint=endpoint)
-            _download_file(url, dest, headers, endpoint)
+            _download_file(url, dest, headers, endpoint, pins.get(filename))
         if spec.patterns:
             (folder / _COMPLETE).write_text("\n".join(files) + "\n")
         return folder
+    except R3DError:
+        raise
     except Exception as exc:  # huggingface_hub / httpx raise many error types; map the common ones
         raise R3DError(explain_download_error(exc, spec)) from None
 

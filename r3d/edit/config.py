@@ -122,5 +122,8 @@ class BenchEditConfig(StrictModel):
     limit: int | None = Field(None, ge=0, description="keep the first N samples (after the category filter)")
     shard: str | None = Field(None, description="i/n: this process does every n-th sample from i")
     skip_invalid: bool = Field(False, description="drop invalid records instead of stopping")
+    allow_outside_images: bool = Field(
+        False, description="accept image paths outside the data file's folder (absolute or ../)"
+    )
     editor: EditorConfig = Field(default_factory=EditorConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)

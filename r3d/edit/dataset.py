@@ -4,7 +4,8 @@ A record is a mapping with
 
 - ``id`` (str or int, unique), ``category`` (one of :data:`CATEGORIES`, case-insensitive),
   ``instruction`` (the edit to make, non-empty);
-- ``image``: a file path (relative to the data file) when it ends in an image extension, otherwise
+- ``image``: a file path (relative to the data file, inside its folder unless
+  ``allow_outside_images``) when it ends in an image extension, otherwise
   base64 — a ``data:image/...;base64,`` URI or raw base64 text;
 - optional ``description`` (what the original image shows; the judge reads it) and ``seed`` (int ≥ 0,
   overrides the editor's seed for this sample). Other fields are kept in ``meta`` and ignored.
@@ -23,14 +24,16 @@ import hashlib
 import io
 import json
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from r3d.core.errors import R3DError
+from r3d.core.io import read_text
 
 CATEGORIES: tuple[str, ...] = ("physics", "environment", "social", "causal", "referential")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -115,15 +118,33 @@ def _decode_base64(text: str) -> bytes:
 
 
 def _check_image(source: Path | bytes) -> None:
+    """Raise ValueError unless ``source`` opens as an image within PIL's pixel limit.
+
+    A decompression bomb (more pixels than ``Image.MAX_IMAGE_PIXELS``) and any decoder error make
+    the record invalid instead of aborting the run.
+    """
     try:
-        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as img:
+                img.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"image too large to decode safely ({str(exc).split(',')[0]})") from None
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, struct.error, ...)
         raise ValueError(f"not a readable image ({exc.__class__.__name__})") from None
 
 
-def _parse_record(raw: Any, base_dir: Path) -> tuple[EditSample | None, str, str]:
-    """(sample, "", "") or (None, message, kind)."""
+def _outside(image: str) -> bool:
+    """True if a record's image path leaves the data file's folder (absolute, or with a ``..`` part)."""
+    path = PurePosixPath(image.replace("\\", "/"))
+    return path.is_absolute() or PureWindowsPath(image).is_absolute() or ".." in path.parts
+
+
+def _parse_record(
+    raw: Any, base_dir: Path, allow_outside: bool = False
+) -> tuple[EditSample | None, str, str]:
+    """(sample, "", "") or (None, message, kind); image paths must stay under ``base_dir`` unless
+    ``allow_outside``."""
     if not isinstance(raw, dict):
         return None, f"expected a mapping, got {type(raw).__name__}", "not a mapping"
     missing = [k for k in ("id", "category", "instruction", "image") if raw.get(k) in (None, "")]
@@ -160,6 +181,12 @@ def _parse_record(raw: Any, base_dir: Path) -> tuple[EditSample | None, str, str
         },
     )
     if not image.startswith("data:") and image.lower().endswith(IMAGE_SUFFIXES) and len(image) <= 4096:
+        if _outside(image) and not allow_outside:
+            return (
+                None,
+                f"image path {image} leaves the data file's folder (set allow_outside_images=true to allow it)",
+                "image outside data folder",
+            )
         path = Path(image)
         path = path if path.is_absolute() else base_dir / path
         if not path.is_file():
@@ -179,7 +206,7 @@ def _parse_record(raw: Any, base_dir: Path) -> tuple[EditSample | None, str, str
 
 def _read_raw(path: Path) -> list[tuple[str, Any, str | None]]:
     """(where, record or None, JSON error) per record of a JSON or JSONL file."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "data file")
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
@@ -201,8 +228,13 @@ def _read_raw(path: Path) -> list[tuple[str, Any, str | None]]:
     return rows
 
 
-def load_dataset(path: str | Path | None = None) -> LoadedDataset:
-    """Read and validate every record of ``path`` (the shipped sample benchmark when None)."""
+def load_dataset(path: str | Path | None = None, allow_outside_images: bool = False) -> LoadedDataset:
+    """Read and validate every record of ``path`` (the shipped sample benchmark when None).
+
+    Image paths that leave the data file's folder (absolute or ``..``) are invalid records unless
+    ``allow_outside_images``: a data file from elsewhere must not make the judge read (and, with a
+    remote judge, send out) arbitrary local files.
+    """
     path = Path(path) if path is not None else SAMPLE_DATA
     if not path.is_file():
         raise R3DError(f"data file not found: {path}")
@@ -214,7 +246,7 @@ def load_dataset(path: str | Path | None = None) -> LoadedDataset:
         if json_error is not None:
             issues.append(DatasetIssue(where, json_error, "bad JSON"))
             continue
-        sample, message, kind = _parse_record(raw, path.parent)
+        sample, message, kind = _parse_record(raw, path.parent, allow_outside_images)
         label = f"{where} (id {raw.get('id')!r})" if isinstance(raw, dict) and "id" in raw else where
         if sample is None:
             issues.append(DatasetIssue(label, message, kind))

@@ -16,6 +16,8 @@ its record, so a SIGINT / SIGKILL loses at most the batch in flight (one sample 
 The phases run one after the other (editor unloaded before the judge loads), or separately with
 ``edit_only`` / ``judge_only`` to split GPU work. The report always covers the whole selection (all
 shards), so shards writing into one folder produce the full report once the last one finishes.
+``out`` is locked while a run works in it (``.r3d.lock``, see :mod:`r3d.core.lock`): distinct shards
+share it, but the same shard, or an unsharded run, twice at once exits with an error naming the holder.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import io
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +46,7 @@ from rich.progress import (
 
 from r3d.core.errors import R3DError
 from r3d.core.io import append_jsonl, atomic_write, read_jsonl
+from r3d.core.lock import LOCK_FILE, FolderLock
 from r3d.core.recipe import save_resolved
 from r3d.edit.config import BenchEditConfig
 from r3d.edit.dataset import (
@@ -327,6 +331,27 @@ def _batches_by_size(samples: list[EditSample], batch_size: int) -> Iterator[lis
             yield group[i : i + batch_size]
 
 
+def _lock_output(out: Path, shard: tuple[int, int] | None) -> ExitStack:
+    """Lock ``out`` for this run (released by closing the returned stack).
+
+    Unsharded: exclusive. A shard ``i/n``: the folder shared with other shards, plus ``i/n`` itself
+    exclusive, so shards of one benchmark can write into one folder but no shard (and no unsharded
+    run) runs twice at once.
+    """
+    stack = ExitStack()
+    try:
+        stack.enter_context(FolderLock(out, shared=shard is not None).acquire("bench-edit folder"))
+        if shard is not None:
+            name = f"{LOCK_FILE}.shard-{shard[0]}-of-{shard[1]}"
+            stack.enter_context(
+                FolderLock(out, name).acquire(f"shard {shard[0]}/{shard[1]} of bench-edit folder")
+            )
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
 def _file_log(path: Path) -> logging.Handler:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -350,20 +375,28 @@ def run_bench(
     if sum([edit_only, judge_only, report_only]) > 1:
         raise R3DError("choose at most one of --edit-only, --judge-only, --report-only")
     out = Path(out)
-    dataset = load_dataset(cfg.data)
+    if out.exists() and not out.is_dir():
+        raise R3DError(f"--out {out} is a file; give a folder")
+    dataset = load_dataset(cfg.data, cfg.allow_outside_images)
     if dataset.issues:
         shown = "; ".join(str(i) for i in dataset.issues[:5])
         more = f" (+{len(dataset.issues) - 5} more)" if len(dataset.issues) > 5 else ""
         if not cfg.skip_invalid:
             raise R3DError(f"{dataset.summary()}: {shown}{more}. Fix them or pass --skip-invalid")
     selected = select_samples(dataset.samples, cfg.categories, cfg.limit)
-    mine = shard_samples(selected, parse_shard(cfg.shard))
+    shard = parse_shard(cfg.shard)
+    mine = shard_samples(selected, shard)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise R3DError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    locks = _lock_output(out, shard)
     records_path = out / RECORDS
     if records_path.is_file() and not (resume or judge_only or report_only):
+        locks.close()
         raise R3DError(
             f"{out} already holds a bench-edit run; pass --resume to continue it or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
     handler = _file_log(out / LOG_FILE)
     try:
         run = _Run(cfg, out, console, progress)
@@ -401,3 +434,4 @@ def run_bench(
     finally:
         log.removeHandler(handler)
         handler.close()
+        locks.close()

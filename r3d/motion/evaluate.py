@@ -347,6 +347,22 @@ def load_policy(
     return policy
 
 
+def check_generation_memory(policy: Any, n: int, option: str) -> None:
+    """Refuse to generate ``n`` samples at once when their initial noise and decoded motions alone
+    (2 × the noise's bytes, held in host memory) exceed the memory available now; R3DError names
+    ``option``. Runs before anything of that size is allocated."""
+    from r3d.core.memory import available_memory, format_bytes
+
+    one = policy.initial_noise(1, torch.Generator().manual_seed(0))
+    need = 2 * n * one.numel() * one.element_size()
+    free, where = available_memory("cpu")
+    if free is not None and need > free:
+        raise R3DError(
+            f"{option} {n}: generating them needs at least {format_bytes(need)}, more than the {where}; "
+            "use fewer samples (more --replications average over more draws)"
+        )
+
+
 def run_eval_motion(
     model: str | None = "tiny_motion",
     motions_dir: str | Path | None = None,
@@ -386,6 +402,13 @@ def run_eval_motion(
         from r3d.motion.artifacts import load_motion_folder
 
         motions, captions, groups = load_motion_folder(motions_dir)
+    else:  # load the model first: an impossible sample count fails before any heavy work
+        if model is None:
+            raise R3DError("give --model (and optionally --adapter) or --motions DIR")
+        policy = load_policy(model, adapter, stats_dir, clip, guidance_scale, device)
+        check_generation_memory(policy, num_samples, "--num-samples")
+        if mm:
+            check_generation_memory(policy, mm_prompts * mm_repeats, "--mm-prompts × --mm-repeats")
     ev = resolve_evaluator(evaluator, glove, evaluator_stats)
     ref = (
         synthetic_reference(reference_size)
@@ -407,20 +430,16 @@ def run_eval_motion(
         )
         source = str(motions_dir)
     else:
-        if model is None:
-            raise R3DError("give --model (and optionally --adapter) or --motions DIR")
 
-        def protocol(with_adapter: Path | str | None) -> dict[str, Any]:
-            policy = load_policy(model, with_adapter, stats_dir, clip, guidance_scale, device)
-
+        def protocol(policy: Any) -> dict[str, Any]:
             def gen(texts: list[str], lengths: list[int], s: int) -> list[Motion]:
                 return generate(policy, texts, 1, s, steps, lengths=lengths, progress=progress)
 
             return evaluate_protocol(ev, ref, generate_fn=gen, **common)
 
-        report = protocol(adapter)
+        report = protocol(policy)
         if baseline:
-            base = protocol(None)
+            base = protocol(load_policy(model, None, stats_dir, clip, guidance_scale, device))
             report["baseline"] = base
             report["paired"] = paired_difference(base["replications"], report["replications"])
         source = f"{model}" + (f" + {adapter}" if adapter else "")

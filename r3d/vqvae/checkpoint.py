@@ -136,10 +136,19 @@ def load_state(ckpt: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch
 
 
 def load_trainer_state(ckpt: str | os.PathLike) -> dict[str, Any]:
+    """The optimizer / scheduler / scaler states of ``ckpt``; a missing or unreadable (truncated,
+    corrupt) ``trainer.pt`` is an R3DError."""
     path = Path(ckpt) / "trainer.pt"
     if not path.is_file():
         raise R3DError(f"checkpoint {ckpt} has no trainer state (trainer.pt); cannot resume from it")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle, refused global: many types
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise R3DError(f"cannot resume: {path} is damaged ({exc.__class__.__name__}: {first})") from None
+    if not isinstance(state, dict):
+        raise R3DError(f"cannot resume: {path} holds a {type(state).__name__}, not a trainer state")
+    return state
 
 
 def load_vqvae(path: str | os.PathLike, device: str | torch.device = "cpu") -> SSVQVAE:

@@ -70,8 +70,16 @@ MANIFEST: dict[str, WeightSpec] = {
                 gb,
                 files=(f"modelzoo/uni3d-{size}/model.pt",),
                 used_by="reward: uni3d",
+                sha256=((f"modelzoo/uni3d-{size}/model.pt", digest),),
             )
-            for size, gb in [("ti", 0.03), ("s", 0.1), ("b", 0.4), ("l", 1.2), ("g", 4.1)]
+            # sizes and LFS sha256 oids of the hub's files (checked against two independent records)
+            for size, gb, digest in [
+                ("ti", 0.013, "6ff7e821e6997cb814b529e6dc3b224ad8349500471c8517e491685a718688e0"),
+                ("s", 0.046, "9a6342fda2245f00fa0200eb7fc667ee67fee9a953c82961e04d242130a3350f"),
+                ("b", 0.18, "bb533f918957e939f0e500376bef5166437883443da10fd9adccde0d1b512fba"),
+                ("l", 0.61, "540a3cafac52c251cbda1844d109bc598f142b4f5a2118db87cd722b01800c20"),
+                ("g", 2.03, "aa1f163bb8c34d7eb4bbb7187e8aaf78879b29df02d08acfbeb0671e2a218c3f"),
+            ]
         ],
         WeightSpec(
             "eva02-e-14-plus",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,7 @@ from r3d.core.grpo import GRPOTrainer, attach_lora
 from r3d.core.io import atomic_write_json, read_jsonl
 from r3d.core.plots import reward_curves
 from r3d.core.recipe import apply_overrides, load_recipe, read_yaml, validate
-from r3d.core.registry import POLICIES, REWARDS, build_policy, build_reward, with_run_device
+from r3d.core.registry import POLICIES, REWARDS, build_policy, build_reward, resolve, with_run_device
 from r3d.core.rewards import RewardMix
 from r3d.core.rollout import decode, make_schedule, sample
 
@@ -42,8 +44,41 @@ def load_grpo(
 
 
 def policy_options(cfg: GRPORecipe) -> dict[str, Any]:
-    """The policy factory's options: ``model.options`` plus ``run.device`` where it applies."""
-    return with_run_device(cfg.model.name, POLICIES, "policy", cfg.model.options, cfg.run.device)
+    """The policy factory's options: ``model.options`` plus ``run.device`` where it applies, plus
+    the motion lengths of the prompt files (``lengths``; ``model.options.lengths`` wins)."""
+    options = with_run_device(cfg.model.name, POLICIES, "policy", cfg.model.options, cfg.run.device)
+    lengths = cfg.prompts.lengths()
+    if lengths:
+        options = {**options, "lengths": {**lengths, **options.get("lengths", {})}}
+    return options
+
+
+def check_prompts(cfg: GRPORecipe) -> None:
+    """Model-specific prompt checks before any model is loaded, each failure naming file and line.
+
+    The policy factory's module may define ``validate_prompt(prompt)`` (raising R3DError); prompt
+    files giving motion lengths need a factory that takes ``lengths``.
+    """
+    factory = resolve(cfg.model.name, POLICIES, "policy")
+    for key, found in cfg.prompts.files.items():
+        if found.lengths and "lengths" not in inspect.signature(factory).parameters:
+            first = next(i for i, p in enumerate(found.prompts) if p in found.lengths)
+            raise R3DError(
+                f"{found.where[first]}: model {cfg.model.name} takes no motion lengths (prompts.{key})"
+            )
+    validate_prompt = getattr(sys.modules.get(factory.__module__), "validate_prompt", None)
+    if validate_prompt is None:
+        return
+    for key in ("train", "eval"):
+        seen: set[str] = set()
+        for i, prompt in enumerate(getattr(cfg.prompts, key)):
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            try:
+                validate_prompt(prompt)
+            except R3DError as exc:
+                raise R3DError(f"{cfg.prompts.where(key, i)}: {exc}") from None
 
 
 def reward_options(cfg: GRPORecipe, name: str) -> dict[str, Any]:
@@ -72,6 +107,7 @@ def make_trainer(
         raise R3DError(
             f"run.device is {cfg.run.device}, but this machine has no CUDA device (use auto or cpu)"
         )
+    check_prompts(cfg)
     policy = build_policy(cfg.model.name, **policy_options(cfg))
     policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)  # fail early on a bad prompt
     trainer_cls = trainer_class(cfg)

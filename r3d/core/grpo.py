@@ -67,6 +67,10 @@ class GRPOTrainer:
         self.preview = preview or getattr(policy, "save_preview", None)
         self.progress = progress
         t = recipe.train
+        if t.samples_per_update is not None and t.samples_per_update % self.world:
+            raise R3DError(
+                f"train.samples_per_update = {t.samples_per_update} must divide by the {self.world} processes"
+            )
         # LoRA's random init (torch's default seed differs per process) from run.seed: a run is
         # reproducible, and every rank starts from rank 0's adapter, as DDP does.
         with torch.random.fork_rng():
@@ -80,10 +84,6 @@ class GRPOTrainer:
         if n_samples % self.world:
             raise R3DError(
                 f"prompts_per_iteration × group_size = {n_samples} must divide by the {self.world} processes"
-            )
-        if t.samples_per_update is not None and t.samples_per_update % self.world:
-            raise R3DError(
-                f"train.samples_per_update = {t.samples_per_update} must divide by the {self.world} processes"
             )
         self.optimizer = torch.optim.AdamW(
             self.params, lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay

@@ -66,7 +66,7 @@ def read_prompts(spec: str, key: str = "prompts.train") -> PromptSet:
         return _read_images(spec, files)
     if not path.is_file():
         raise R3DError(
-            f"{key}: {spec!r} is not a file, folder or glob (inline prompts are a YAML list: [{spec}])"
+            f"{key}: {spec!r} is not a file, folder or glob (inline prompts are a YAML list: {json.dumps([spec])})"
         )
     suffix = path.suffix.lower()
     if suffix == ".txt" and (path.parent / "texts").is_dir():

@@ -109,7 +109,12 @@ def make_trainer(
         )
     check_prompts(cfg)
     policy = build_policy(cfg.model.name, **policy_options(cfg))
-    policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)  # fail early on a bad prompt
+    # fail early on a bad prompt; prompt files were checked line by line, and encoding (and caching)
+    # all of a large data set up front would cost the time and memory the rollouts spread out
+    inline = [
+        p for key in ("train", "eval") if key not in cfg.prompts.files for p in getattr(cfg.prompts, key)
+    ]
+    policy.encode_prompts(inline or cfg.prompts.train[:1])
     trainer_cls = trainer_class(cfg)
     return trainer_cls(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=preview, progress=progress)
 

@@ -64,8 +64,8 @@ def test_3000_prompt_file_runs_and_recipe_keeps_path_and_sha256(tmp_path):
     assert saved["prompts"]["train"] == str(prompts)
     assert len(saved["prompts"]["sha256"]["train"]) == 64
     assert len((run / "recipe.yaml").read_text()) < 5000
-    assert recipe(train=str(prompts)).prompts.train[0] == "a cube number 0"
-    assert len(recipe(train=str(prompts)).prompts.train) == 2998
+    loaded = recipe(train=str(prompts), eval=["a cube"]).prompts.train
+    assert loaded[0] == "a cube number 0" and len(loaded) == 2998
 
 
 def test_bad_line_in_a_3000_line_file_fails_before_any_model_loads(tmp_path, capsys, monkeypatch):
@@ -216,3 +216,11 @@ def test_inline_lists_are_unchanged(tmp_path):
     cfg = recipe(train=["a cube"], eval=["a torus"])
     dumped = cfg.model_dump(mode="json")["prompts"]
     assert dumped == {"train": ["a cube"], "eval": ["a torus"], "sha256": {}}
+
+
+def test_a_large_train_file_needs_held_out_prompts(tmp_path):
+    """Evaluation falls back to the train prompts; for a 3 000-prompt file that would sample all of
+    them, so the recipe must give prompts.eval (one line); up to 256 the fallback stays."""
+    with pytest.raises(R3DError, match="prompts.eval: .* holds 2998 prompts"):
+        recipe(train=str(big_file(tmp_path / "big.txt")))
+    assert len(recipe(train=str(big_file(tmp_path / "small.txt", n=200))).prompts.train) == 198

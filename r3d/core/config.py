@@ -161,6 +161,9 @@ class TrainConfig(StrictModel):
         return self
 
 
+EVAL_FROM_TRAIN_MAX = 256  # without prompts.eval, evaluation uses a train prompt file up to this size
+
+
 class PromptsConfig(StrictModel):
     """Prompts: inline lists, or paths read (and checked) when the recipe is loaded (r3d.core.prompts).
 
@@ -175,7 +178,8 @@ class PromptsConfig(StrictModel):
     )
     eval: list[str] = Field(
         default_factory=list,
-        description="Held-out prompts for fixed-noise evaluation: an inline list or a path like train.",
+        description="Held-out prompts for fixed-noise evaluation: an inline list or a path like train. "
+        "Empty = the train prompts (required when train is a file of more than 256 prompts).",
     )
     sha256: dict[Literal["train", "eval"], str] = Field(
         default_factory=dict,
@@ -200,6 +204,12 @@ class PromptsConfig(StrictModel):
                         f"{found.sha256[:12]}…, recorded {str(pinned[key])[:12]}…); restore it or start a new run"
                     )
                 data[key] = found.prompts
+        train = files.get("train")
+        if train is not None and not data.get("eval") and len(train.prompts) > EVAL_FROM_TRAIN_MAX:
+            raise R3DError(
+                f"prompts.eval: {train.path} holds {len(train.prompts)} prompts; evaluation would sample "
+                f"all of them, so give held-out prompts (a list or a file of ≤ {EVAL_FROM_TRAIN_MAX})"
+            )
         data["sha256"] = {k: f.sha256 for k, f in files.items()}
         model = handler(data)
         model._files = files

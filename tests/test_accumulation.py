@@ -11,6 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from test_distributed import LAUNCHERS, RECIPE
+from test_grpo_trainer import recipe
 from toy_policy import ToyReward, make
 
 from r3d.cli.main import main
@@ -25,27 +26,9 @@ COMPARED = ("reward", "eval/reward", "policy_loss", "kl", "approx_kl", "grad_nor
 
 
 def toy_recipe(**train) -> GRPORecipe:
-    return GRPORecipe.model_validate(
-        {
-            "run": {"seed": 3},
-            "model": {"name": "toy_policy:make"},
-            "prompts": {"train": ["left", "right"], "eval": ["left", "right"]},
-            "sampler": {"num_steps": 6, "kernel": "flow_sde", "noise_level": 0.7},
-            "rewards": {"toy_policy:make_reward": {"weight": 1.0}},
-            "train": {
-                "iterations": 3,
-                "prompts_per_iteration": 8,
-                "group_size": 8,
-                "lr": 3e-2,
-                "clip_range": 0.5,
-                "kl_beta": 0.1,
-                "inner_epochs": 2,
-                **train,
-            },
-            "eval": {"every": 1, "samples_per_prompt": 8},
-            "checkpoint": {"every": 3},
-        }
-    )
+    """The trainer tests' toy recipe with 64 samples an iteration, 2 inner epochs and the KL on."""
+    defaults = {"iterations": 3, "prompts_per_iteration": 8, "kl_beta": 0.1, "inner_epochs": 2}
+    return recipe(**{**defaults, **train})
 
 
 def train_toy(tmp_path, name, **train):

@@ -224,3 +224,15 @@ def test_a_large_train_file_needs_held_out_prompts(tmp_path):
     with pytest.raises(R3DError, match="prompts.eval: .* holds 2998 prompts"):
         recipe(train=str(big_file(tmp_path / "big.txt")))
     assert len(recipe(train=str(big_file(tmp_path / "small.txt", n=200))).prompts.train) == 198
+
+
+def test_a_list_assigned_over_a_file_is_saved_as_the_list(tmp_path):
+    """Replacing a file's prompts by a list (validate_assignment) saves the list, not the stale path
+    and sha256 of the file."""
+    path = tmp_path / "p.txt"
+    path.write_text("a cube\na torus\n")
+    cfg = recipe(train=str(path), eval=["a cube"])
+    cfg.prompts.train = ["a prism"]
+    dumped = cfg.model_dump(mode="json")["prompts"]
+    assert dumped["train"] == ["a prism"] and dumped["sha256"] == {}
+    assert cfg.prompts.where("train", 0) == "prompts.train[0]"

@@ -218,28 +218,27 @@ class PromptsConfig(StrictModel):
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
         out = handler(self)
-        for key, found in self._files.items():
+        files = self.files
+        for key, found in files.items():
             out[key] = found.path
+        out["sha256"] = {k: v for k, v in out["sha256"].items() if k in files or k not in self._files}
         return out
 
     @property
     def files(self) -> dict[str, PromptSet]:
-        """``{"train"|"eval": PromptSet}`` of the prompts given as paths (locations, lengths, sha256)."""
-        return self._files
+        """``{"train"|"eval": PromptSet}`` of the prompts read from paths (locations, lengths, sha256);
+        a list assigned later in place of a file's prompts drops its entry."""
+        return {k: f for k, f in self._files.items() if getattr(self, k) == f.prompts}
 
     def where(self, key: str, index: int) -> str:
         """Where prompt ``index`` of ``key`` came from: ``FILE line N`` or ``prompts.KEY[i]``."""
-        found = self._files.get(key)
+        found = self.files.get(key)
         return found.where[index] if found is not None else f"prompts.{key}[{index}]"
 
     def lengths(self) -> dict[str, int]:
         """Motion lengths in frames given by the prompt files (caption → frames); eval's win."""
-        return {
-            p: n
-            for key in ("train", "eval")
-            if key in self._files
-            for p, n in self._files[key].lengths.items()
-        }
+        files = self.files
+        return {p: n for key in ("train", "eval") if key in files for p, n in files[key].lengths.items()}
 
 
 class EvalConfig(StrictModel):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ from r3d.core.grpo import GRPOTrainer, attach_lora
 from r3d.core.io import atomic_write_json, read_jsonl, read_text
 from r3d.core.plots import reward_curves
 from r3d.core.recipe import apply_overrides, load_recipe, read_yaml, validate
-from r3d.core.registry import POLICIES, REWARDS, build_policy, build_reward, with_run_device
+from r3d.core.registry import POLICIES, REWARDS, build_policy, build_reward, resolve, with_run_device
 from r3d.core.rewards import RewardMix
 from r3d.core.rollout import decode, make_schedule, sample
 
@@ -46,8 +48,41 @@ def load_grpo(
 
 
 def policy_options(cfg: GRPORecipe) -> dict[str, Any]:
-    """The policy factory's options: ``model.options`` plus ``run.device`` where it applies."""
-    return with_run_device(cfg.model.name, POLICIES, "policy", cfg.model.options, cfg.run.device)
+    """The policy factory's options: ``model.options`` plus ``run.device`` where it applies, plus
+    the motion lengths of the prompt files (``lengths``; ``model.options.lengths`` wins)."""
+    options = with_run_device(cfg.model.name, POLICIES, "policy", cfg.model.options, cfg.run.device)
+    lengths = cfg.prompts.lengths()
+    if lengths:
+        options = {**options, "lengths": {**lengths, **options.get("lengths", {})}}
+    return options
+
+
+def check_prompts(cfg: GRPORecipe) -> None:
+    """Model-specific prompt checks before any model is loaded, each failure naming file and line.
+
+    The policy factory's module may define ``validate_prompt(prompt)`` (raising R3DError); prompt
+    files giving motion lengths need a factory that takes ``lengths``.
+    """
+    factory = resolve(cfg.model.name, POLICIES, "policy")
+    for key, found in cfg.prompts.files.items():
+        if found.lengths and "lengths" not in inspect.signature(factory).parameters:
+            first = next(i for i, p in enumerate(found.prompts) if p in found.lengths)
+            raise R3DError(
+                f"{found.where[first]}: model {cfg.model.name} takes no motion lengths (prompts.{key})"
+            )
+    validate_prompt = getattr(sys.modules.get(factory.__module__), "validate_prompt", None)
+    if validate_prompt is None:
+        return
+    for key in ("train", "eval"):
+        seen: set[str] = set()
+        for i, prompt in enumerate(getattr(cfg.prompts, key)):
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            try:
+                validate_prompt(prompt)
+            except R3DError as exc:
+                raise R3DError(f"{cfg.prompts.where(key, i)}: {exc}") from None
 
 
 def reward_options(cfg: GRPORecipe, name: str) -> dict[str, Any]:
@@ -78,8 +113,14 @@ def make_trainer(
         lock.hold(run_dir, "run folder")
         recover_checkpoint(run_dir / "checkpoint")  # a save killed between its renames
     try:
+        check_prompts(cfg)
         policy = build_policy(cfg.model.name, **policy_options(cfg))
-        policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)  # fail early on a bad prompt
+        # fail early on a bad prompt; prompt files were checked line by line, and encoding (and caching)
+        # all of a large data set up front would cost the time and memory the rollouts spread out
+        inline = [
+            p for key in ("train", "eval") if key not in cfg.prompts.files for p in getattr(cfg.prompts, key)
+        ]
+        policy.encode_prompts(inline or cfg.prompts.train[:1])
         trainer_cls = trainer_class(cfg)
         # meshes get a CPU-rendered contact sheet, anything else the policy's own save_preview
         draw = functools.partial(preview, policy=policy)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_serializer, model_validator
 
+from r3d.core.errors import R3DError
+from r3d.core.prompts import PromptSet, read_prompts
 from r3d.core.recipe import StrictModel
 
 
@@ -116,6 +118,14 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(
         16, ge=1, description="Samples per forward pass, identical in rollout and training."
     )
+    samples_per_update: int | None = Field(
+        None,
+        ge=1,
+        description="Samples per optimizer step, all processes together: gradients of batch_size "
+        "chunks are accumulated until it is reached, so a many-GPU effective batch is reproduced on "
+        "one device. None = one step per batch_size chunk of each process (batch_size × processes), "
+        "as before. Must divide prompts_per_iteration × group_size and be a multiple of the processes.",
+    )
     inner_epochs: int = Field(1, ge=1, description="Passes over the rollouts per iteration.")
     timestep_fraction: float = Field(
         1.0, gt=0, le=1, description="Fraction of trainable steps used per iteration."
@@ -128,6 +138,14 @@ class TrainConfig(StrictModel):
     adv_clip_max: float = Field(5.0, gt=0, description="Advantages are clamped to ±adv_clip_max.")
     kl_beta: float = Field(
         0.0, ge=0, description="Weight of the closed-form KL to the adapter-disabled reference."
+    )
+    kl_type: Literal["exact", "flow_grpo"] = Field(
+        "exact",
+        description="exact (default): the KL between the two transition Gaussians, mean over dims of "
+        "(μ − μ_ref)² / (2·std²), std the transition std (for flow_sde std² = σ_t²·(−dt)). "
+        "flow_grpo: flow_grpo's train_sd3.py term, mean over dims of (μ − μ_ref)² / (2·σ_t²): for "
+        "flow_sde it is exact × (−dt) (so a flow_grpo kl_beta is up to ~100× stronger under exact); "
+        "for flow_cps the two agree. Only for kernels flow_sde and flow_cps.",
     )
     global_std: bool = Field(False, description="Normalise advantages by the std of the whole batch.")
     buffer_size: int = Field(0, ge=0, description="Per-prompt cross-iteration reward buffer (DDPO); 0 = off.")
@@ -147,14 +165,96 @@ class TrainConfig(StrictModel):
     def _check_overlap(self) -> TrainConfig:
         if self.overlap_rewards and self.algorithm == "nabla":
             raise ValueError("train.overlap_rewards applies to algorithm grpo, not nabla")
+        if self.samples_per_update is not None:
+            if self.algorithm == "nabla":
+                raise ValueError("train.samples_per_update applies to algorithm grpo, not nabla")
+            n = self.prompts_per_iteration * self.group_size
+            if n % self.samples_per_update:
+                raise ValueError(
+                    f"train.samples_per_update = {self.samples_per_update} must divide "
+                    f"prompts_per_iteration × group_size = {n}"
+                )
         return self
 
 
+EVAL_FROM_TRAIN_MAX = 256  # without prompts.eval, evaluation uses a train prompt file up to this size
+
+
 class PromptsConfig(StrictModel):
+    """Prompts: inline lists, or paths read (and checked) when the recipe is loaded (r3d.core.prompts).
+
+    A path is kept as the path in the run's ``recipe.yaml`` (with its sha256), never copied.
+    """
+
     train: list[str] = Field(
-        ..., min_length=1, description="Training prompts, drawn without replacement each iteration."
+        ...,
+        min_length=1,
+        description="Training prompts, drawn without replacement each iteration: an inline list or a "
+        "path (.txt, .jsonl, image folder or glob, HumanML3D split file).",
     )
-    eval: list[str] = Field(default_factory=list, description="Held-out prompts for fixed-noise evaluation.")
+    eval: list[str] = Field(
+        default_factory=list,
+        description="Held-out prompts for fixed-noise evaluation: an inline list or a path like train. "
+        "Empty = the train prompts (required when train is a file of more than 256 prompts).",
+    )
+    sha256: dict[Literal["train", "eval"], str] = Field(
+        default_factory=dict,
+        description="sha256 of the prompt files, recorded when a run starts; a resumed run (or any "
+        "recipe giving it) refuses a file whose sha256 differs.",
+    )
+    _files: dict[str, PromptSet] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_files(cls, data: Any, handler: Any) -> PromptsConfig:
+        if not isinstance(data, dict) or not any(isinstance(data.get(k), str) for k in ("train", "eval")):
+            return handler(data)
+        data, files = dict(data), {}
+        pinned = data.get("sha256") or {}
+        for key in ("train", "eval"):
+            if isinstance(data.get(key), str):
+                files[key] = found = read_prompts(data[key], f"prompts.{key}")
+                if pinned.get(key) not in (None, found.sha256):
+                    raise R3DError(
+                        f"prompts.{key}: {found.path} changed since the run started (sha256 "
+                        f"{found.sha256[:12]}…, recorded {str(pinned[key])[:12]}…); restore it or start a new run"
+                    )
+                data[key] = found.prompts
+        train = files.get("train")
+        if train is not None and not data.get("eval") and len(train.prompts) > EVAL_FROM_TRAIN_MAX:
+            raise R3DError(
+                f"prompts.eval: {train.path} holds {len(train.prompts)} prompts; evaluation would sample "
+                f"all of them, so give held-out prompts (a list or a file of ≤ {EVAL_FROM_TRAIN_MAX})"
+            )
+        data["sha256"] = {k: f.sha256 for k, f in files.items()}
+        model = handler(data)
+        model._files = files
+        return model
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        files = self.files
+        for key, found in files.items():
+            out[key] = found.path
+        out["sha256"] = {k: v for k, v in out["sha256"].items() if k in files or k not in self._files}
+        return out
+
+    @property
+    def files(self) -> dict[str, PromptSet]:
+        """``{"train"|"eval": PromptSet}`` of the prompts read from paths (locations, lengths, sha256);
+        a list assigned later in place of a file's prompts drops its entry."""
+        return {k: f for k, f in self._files.items() if getattr(self, k) == f.prompts}
+
+    def where(self, key: str, index: int) -> str:
+        """Where prompt ``index`` of ``key`` came from: ``FILE line N`` or ``prompts.KEY[i]``."""
+        found = self.files.get(key)
+        return found.where[index] if found is not None else f"prompts.{key}[{index}]"
+
+    def lengths(self) -> dict[str, int]:
+        """Motion lengths in frames given by the prompt files (caption → frames); eval's win."""
+        files = self.files
+        return {p: n for key in ("train", "eval") if key in files for p, n in files[key].lengths.items()}
 
 
 class EvalConfig(StrictModel):
@@ -192,6 +292,10 @@ class GRPORecipe(StrictModel):
             raise ValueError(f"sampler.sde_window.size must be in [1, num_steps={self.sampler.num_steps}]")
         if w.range is not None and not (0 <= w.range[0] < w.range[1] <= self.sampler.num_steps):
             raise ValueError("sampler.sde_window.range must satisfy 0 <= first < last <= num_steps")
+        if self.train.kl_type == "flow_grpo" and self.sampler.kernel not in ("flow_sde", "flow_cps"):
+            raise ValueError(
+                f"train.kl_type flow_grpo applies to kernels flow_sde and flow_cps, not {self.sampler.kernel}"
+            )
         if all(r.weight == 0 for r in self.rewards.values()):
             raise ValueError("at least one reward needs a non-zero weight")
         return self

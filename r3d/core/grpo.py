@@ -26,7 +26,7 @@ from r3d.core.config import GRPORecipe
 from r3d.core.ema import ParameterEMA, trainable
 from r3d.core.errors import R3DError
 from r3d.core.io import append_jsonl, atomic_write_text, read_jsonl
-from r3d.core.losses import gaussian_kl, grpo_policy_loss
+from r3d.core.losses import flow_grpo_kl, gaussian_kl, grpo_policy_loss
 from r3d.core.recipe import save_resolved
 from r3d.core.rewards import RewardMix
 from r3d.core.rollout import Schedule, Trajectory, decode, make_schedule, sample, transition
@@ -69,6 +69,10 @@ class GRPOTrainer:
         self.preview = preview or getattr(policy, "save_preview", None)
         self.progress = progress
         t = recipe.train
+        if t.samples_per_update is not None and t.samples_per_update % self.world:
+            raise R3DError(
+                f"train.samples_per_update = {t.samples_per_update} must divide by the {self.world} processes"
+            )
         # LoRA's random init (torch's default seed differs per process) from run.seed: a run is
         # reproducible, and every rank starts from rank 0's adapter, as DDP does.
         with torch.random.fork_rng():
@@ -253,42 +257,65 @@ class GRPOTrainer:
         if self.ema is not None:
             self.ema.update()
 
+    def _updates(self, n: int) -> list[list[torch.Tensor]]:
+        """For each optimizer step, the chunks (index tensors of ≤ ``batch_size`` local samples) whose
+        gradients it accumulates: one chunk per step unless ``train.samples_per_update`` is set."""
+        per_update = self.cfg.train.samples_per_update
+        if per_update is None:
+            return [[idx] for idx in self._chunks(n)]
+        local = per_update // self.world
+        batch = self.cfg.train.batch_size
+        return [list(torch.arange(s, min(s + local, n)).split(batch)) for s in range(0, n, local)]
+
+    def _kl(self, step: int, out: Any, ref: Any) -> torch.Tensor:
+        """KL to the reference transition at ``step`` → (B,), by ``train.kl_type``."""
+        if self.cfg.train.kl_type == "exact":
+            return gaussian_kl(out.mean, ref.mean, out.std)
+        std_dev_t = out.std
+        if self.cfg.sampler.kernel == "flow_sde":  # flow_grpo's σ_t: the std without its √(−dt)
+            std_dev_t = out.std / torch.sqrt(self.schedule.points[step] - self.schedule.points[step + 1])
+        return flow_grpo_kl(out.mean, ref.mean, std_dev_t)
+
     def update(self, roll: dict[str, Any], advantages: torch.Tensor, steps: list[int]) -> dict[str, float]:
         t = self.cfg.train
-        chunks = self._chunks(advantages.shape[0])
+        updates = self._updates(advantages.shape[0])
         sums: dict[str, float] = {}
         count = 0
         first_ratios: list[torch.Tensor] = []
         for epoch in range(t.inner_epochs):
             order = (
-                range(len(chunks))
+                range(len(updates))
                 if epoch == 0
-                else torch.randperm(len(chunks), generator=self.train_gen).tolist()
+                else torch.randperm(len(updates), generator=self.train_gen).tolist()
             )
-            for n_chunk, ci in enumerate(order):
-                idx = chunks[ci]
-                cond = self.policy.select_cond(roll["cond"], idx)
+            for n_update, ui in enumerate(order):
+                chunks = updates[ui]
+                n_update_samples = sum(len(idx) for idx in chunks)
                 self.optimizer.zero_grad(set_to_none=True)
-                for step in steps:
-                    x, x_next = roll["latents"][idx, step], roll["latents"][idx, step + 1]
-                    out = self.replay(step, x, cond, x_next)
-                    old = roll["log_probs"][idx, step]
-                    policy_loss, m = grpo_policy_loss(out.log_prob, old, advantages[idx], t.clip_range)
-                    loss = policy_loss
-                    if t.kl_beta > 0:
-                        with torch.no_grad(), self.peft.disable_adapter():
-                            ref = self.replay(step, x, cond, x_next)
-                        kl = gaussian_kl(out.mean, ref.mean, out.std).mean()
-                        loss = loss + t.kl_beta * kl
-                        m["kl"] = kl.detach()
-                    (loss / len(steps)).backward()
-                    if epoch == 0 and n_chunk == 0:
-                        first_ratios.append(torch.exp(out.log_prob.detach() - old))
-                    m["policy_loss"] = policy_loss.detach()
-                    for key, value in m.items():
-                        sums[key] = sums.get(key, 0.0) + float(value)
-                    count += 1
-                self.optimizer_step(sums, len(steps))
+                for idx in chunks:
+                    cond = self.policy.select_cond(roll["cond"], idx)
+                    # each chunk's mean loss weighs len(idx) / n_update_samples of the update's mean
+                    scale = len(steps) if len(chunks) == 1 else len(steps) * n_update_samples / len(idx)
+                    for step in steps:
+                        x, x_next = roll["latents"][idx, step], roll["latents"][idx, step + 1]
+                        out = self.replay(step, x, cond, x_next)
+                        old = roll["log_probs"][idx, step]
+                        policy_loss, m = grpo_policy_loss(out.log_prob, old, advantages[idx], t.clip_range)
+                        loss = policy_loss
+                        if t.kl_beta > 0:
+                            with torch.no_grad(), self.peft.disable_adapter():
+                                ref = self.replay(step, x, cond, x_next)
+                            kl = self._kl(step, out, ref).mean()
+                            loss = loss + t.kl_beta * kl
+                            m["kl"] = kl.detach()
+                        (loss / scale).backward()
+                        if epoch == 0 and n_update == 0:
+                            first_ratios.append(torch.exp(out.log_prob.detach() - old))
+                        m["policy_loss"] = policy_loss.detach()
+                        for key, value in m.items():
+                            sums[key] = sums.get(key, 0.0) + float(value)
+                        count += 1
+                self.optimizer_step(sums, len(steps) * len(chunks))
         metrics = {k: v / count for k, v in sums.items()}
         ratios = torch.cat(first_ratios)
         metrics["ratio_first_step_mean"] = float(ratios.mean())

@@ -37,3 +37,14 @@ def gaussian_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor) -
     """
     kl = (mean - ref_mean) ** 2 / (2 * std**2)
     return kl.mean(dim=tuple(range(1, kl.ndim)))
+
+
+def flow_grpo_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std_dev_t: torch.Tensor) -> torch.Tensor:
+    """flow_grpo's (train_sd3.py) KL term → (B,): mean over non-batch dims of (mean − ref_mean)²,
+    divided by 2·std_dev_t².
+
+    ``std_dev_t`` (broadcastable to (B,)) is flow_grpo's σ_t: for flow_sde the transition std
+    without its √(−dt) factor, so this is :func:`gaussian_kl` × (−dt); for CPS the transition std.
+    """
+    sq = ((mean - ref_mean) ** 2).mean(dim=tuple(range(1, mean.ndim)))
+    return sq / (2 * std_dev_t.reshape(-1) ** 2)

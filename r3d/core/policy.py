@@ -53,7 +53,10 @@ class DiffusionPolicy(Protocol):
 
     ``schedule(num_steps)`` returns ``(timesteps, alpha_bar)``: the model timesteps to visit
     (num_steps,), int64, decreasing, and ᾱ at each of them followed by ᾱ of the final target
-    (num_steps + 1,), fp32, with the last entry 1.0 (clean data).
+    (num_steps + 1,), fp32. The last entry is the scheduler's own final ᾱ: 1.0 (clean data) for
+    guided-diffusion models such as MDM, or ``final_alpha_cumprod`` for SD-style DDIM schedulers
+    (``set_alpha_to_one=False`` ends at ``alphas_cumprod[0]``); see :func:`ddim_scheduler_schedule`.
+    With a final ᾱ < 1 and η > 0 the last step has a density and is trained like the others.
     """
 
     network: nn.Module
@@ -75,3 +78,26 @@ class DiffusionPolicy(Protocol):
     def decode(self, x: torch.Tensor) -> list[Any]: ...
 
     def select_cond(self, cond: Any, index: torch.Tensor) -> Any: ...
+
+
+def ddim_scheduler_schedule(scheduler: Any, num_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DiffusionPolicy.schedule`` of a diffusers DDIM-style scheduler (``DDIMScheduler``).
+
+    Calls ``scheduler.set_timesteps(num_steps)``; returns its timesteps (num_steps,) int64 and
+    ᾱ (num_steps + 1,) fp32: ᾱ at each timestep, then the target ᾱ of the last step exactly as the
+    scheduler's ``step`` takes it (``alphas_cumprod[t − T/num_steps]``, or ``final_alpha_cumprod``
+    below timestep 0). Raises ValueError when the scheduler's steps do not chain (a step's target
+    is not the next timestep), which a ᾱ list cannot express.
+    """
+    scheduler.set_timesteps(num_steps)
+    timesteps = scheduler.timesteps.long().cpu()
+    alphas = scheduler.alphas_cumprod.double().cpu()
+    final = torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float64).reshape(())
+    prev = timesteps - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    targets = torch.where(prev >= 0, alphas[prev.clamp(min=0)], final)
+    alpha_bar = torch.cat([alphas[timesteps], targets[-1:]])
+    if not torch.equal(targets[:-1], alpha_bar[1:-1]):
+        raise ValueError(
+            "the scheduler's DDIM steps do not chain: a step's target ᾱ is not the next timestep's"
+        )
+    return timesteps, alpha_bar.float()

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from r3d.core.errors import R3DError
 from r3d.core.kernels import (
     Generators,
     StepOutput,
@@ -27,7 +28,8 @@ class Schedule:
     """The discretisation of one sampling run.
 
     kind "flow": ``points`` are sigmas (T+1,) from 1 to 0. kind "ddpm": ``points`` are ᾱ (T+1,)
-    ending at 1.0 and ``timesteps`` (T,) are the model's integer timesteps.
+    ending at the scheduler's final ᾱ (1.0, or e.g. ``final_alpha_cumprod`` < 1 for SD-style DDIM)
+    and ``timesteps`` (T,) are the model's integer timesteps.
     """
 
     kind: str
@@ -47,7 +49,10 @@ def make_schedule(policy: Any, num_steps: int) -> Schedule:
     if hasattr(policy, "velocity"):
         return Schedule("flow", policy.sigmas(num_steps).float())
     timesteps, alpha_bar = policy.schedule(num_steps)
-    return Schedule("ddpm", alpha_bar.float(), timesteps.long())
+    alpha_bar = alpha_bar.float()
+    if not bool(((alpha_bar > 0) & (alpha_bar <= 1)).all()):
+        raise R3DError(f"the policy's schedule has ᾱ outside (0, 1]: {alpha_bar.tolist()}")
+    return Schedule("ddpm", alpha_bar, timesteps.long())
 
 
 def transition(

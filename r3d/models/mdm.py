@@ -319,7 +319,8 @@ class MDMPolicy:
         )
 
     def schedule(self, num_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Respaced timesteps (decreasing, int64) and ᾱ at each, followed by 1.0."""
+        """Respaced timesteps (decreasing, int64) and ᾱ at each, followed by 1.0: MDM's own final ᾱ
+        (guided-diffusion sets alphas_cumprod_prev[0] = 1, so its last step lands on clean data)."""
         ts = respaced_timesteps(self.diffusion_steps, num_steps)[::-1].copy()
         ab = np.concatenate([self.alphas_cumprod[ts], [1.0]])
         return torch.from_numpy(ts), torch.from_numpy(ab).float()

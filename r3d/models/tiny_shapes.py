@@ -238,6 +238,11 @@ def save_tiny_shapes(
     tmp.replace(path)
 
 
+def validate_prompt(prompt: str) -> None:
+    """R3DError unless ``prompt`` names exactly one known shape class (checked before loading weights)."""
+    parse_prompt(prompt)
+
+
 def load_tiny_shapes(
     weights: str | Path | None = None,
     device: str | torch.device = "cpu",

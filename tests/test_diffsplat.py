@@ -187,5 +187,7 @@ def test_tiny_rollout_reward_update_on_cpu(tmp_path, algorithm):
     after = {n: p.detach() for n, p in trainer.peft.named_parameters() if p.requires_grad}
     assert any(not torch.equal(before[n], after[n]) for n in before)
     assert "reward" in records[1] and (tmp_path / algorithm / "checkpoint").is_dir()
+    for tag in ("start", "end"):  # the policy's own preview: rendered views of the Gaussian samples
+        assert (tmp_path / algorithm / f"samples_{tag}.png").stat().st_size > 500
     if algorithm == "nabla":
         assert records[1]["reward_grad_norm"] > 0 and records[1]["train_steps"] == 2

@@ -35,6 +35,10 @@ def test_tiny_motion_recipe_runs_two_iterations_with_exact_first_ratio(tmp_path)
         assert 0.0 <= r["reward"] <= 1.0
     assert "eval/reward" in records[-1]
     assert (run / "checkpoint" / "adapter_model.safetensors").is_file()
+    # the motion previews (skeleton strips drawn by the policy's save_preview) reach the run folder
+    for tag in ("start", "end"):
+        preview = run / f"samples_{tag}.png"
+        assert preview.is_file() and preview.stat().st_size > 1000, preview
 
 
 def test_tiny_motion_recipe_holds_out_its_eval_prompts():

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from r3d.core.errors import R3DError
-from r3d.render.cameras import Cameras, orbit
+from r3d.render.cameras import Cameras, orbit, orbit_views
 from r3d.render.splat import GaussianCloud, Gaussians, render_gaussians
 from r3d.render.views import Views
 
@@ -342,6 +342,17 @@ class DiffSplatPolicy:
     def decode(self, x: torch.Tensor) -> list[GaussianCloud]:
         g = self.decode_gaussians(x.float())
         return [g.cloud(i) for i in range(x.shape[0])]
+
+    def save_preview(self, artifacts: list[GaussianCloud], labels: list[str], path: Path) -> Path:
+        """A PNG of evaluation samples, 4 orbit views each (the trainer's preview hook)."""
+        from r3d.render.splat import gaussian_sheet
+
+        def cameras(batch: int) -> Cameras:
+            return orbit_views(
+                batch, 4, elevation_deg=15.0, fov_deg=self.cfg.fov_deg, distance=self.cfg.distance, size=64
+            )
+
+        return gaussian_sheet(artifacts[:8], labels[:8], path, cameras)
 
 
 # --------------------------------------------------------------------------- loaders

@@ -16,7 +16,7 @@ The torch splatter evaluates every (pixel, Gaussian) pair densely: right for tes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -279,3 +279,43 @@ def render_gaussians(
     if use_gsplat:
         return _render_gsplat(g, cameras, near, background)
     return _render_torch(g, cameras, near, background)
+
+
+def gaussian_sheet(
+    clouds: Sequence[GaussianCloud | None],
+    labels: Sequence[str],
+    path: str | Path,
+    cameras: Callable[[int], Cameras],
+    size: int = 96,
+) -> Path:
+    """A PNG with one row per cloud: its RGB views from ``cameras(1)`` side by side, label on the left
+    (the preview of Gaussian-splat policies). Rendered on the CPU with the torch splatter; atomic."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rows = []
+    for cloud in clouds:
+        if cloud is None:
+            rows.append(None)
+            continue
+        with torch.no_grad():
+            views = render_gaussians(stack_clouds([cloud]), cameras(1), backend="torch")
+        rgb = views.rgb if views.rgb is not None else views.alpha[..., None].expand(*views.alpha.shape, 3)
+        rows.append((rgb[0].clamp(0, 1) * 255).to(torch.uint8).cpu().numpy())
+    n_views = next((r.shape[0] for r in rows if r is not None), 1)
+    label_w = size
+    sheet = Image.new("RGB", (label_w + n_views * size, max(1, len(rows)) * size), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=11)
+    for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
+        draw.text((4, i * size + size // 2 - 6), label[:18], fill=(0, 0, 0), font=font)
+        if row is None:
+            draw.text((label_w + 4, i * size + size // 2 - 6), "empty", fill=(128, 128, 128), font=font)
+            continue
+        for v, view in enumerate(row):
+            tile = Image.fromarray(view).resize((size, size), Image.NEAREST)
+            sheet.paste(tile, (label_w + v * size, i * size))
+
+    def write(tmp: Path) -> None:
+        sheet.save(tmp, format="PNG")
+
+    return atomic_write(Path(path), write)

@@ -295,7 +295,9 @@ def dry_run(cfg: GRPORecipe, run_dir: Path, recipe: str = "") -> DryRunReport:
     rep = DryRunReport(recipe, str(run_dir))
     est = rep.memory
     pol = _dry_build("policy", cfg.model.name, policy_options(cfg), POLICIES, rep)
-    rewards = {n: _dry_build("reward", n, reward_options(cfg, n), REWARDS, rep) for n in cfg.rewards}
+    rewards = {
+        n: _dry_build("reward", cfg.reward_type(n), reward_options(cfg, n), REWARDS, rep) for n in cfg.rewards
+    }
     policy, trainer = pol.obj, None
     if policy is not None:
         device = _module_device(policy, pol.device)
@@ -304,8 +306,10 @@ def dry_run(cfg: GRPORecipe, run_dir: Path, recipe: str = "") -> DryRunReport:
             rep.ok("prompts", f"{len(set(cfg.prompts.train + cfg.prompts.eval))} distinct prompts encoded")
         except R3DError as exc:
             rep.problem(f"prompts: {exc}")
-        built = [(rewards[n].obj, rc.weight) for n, rc in cfg.rewards.items() if rewards[n].obj is not None]
-        mix = RewardMix([r for r, _ in built], [w for _, w in built])
+        built = [
+            (rewards[n].obj, rc.weight, n) for n, rc in cfg.rewards.items() if rewards[n].obj is not None
+        ]
+        mix = RewardMix([r for r, _, _ in built], [w for _, w, _ in built], [n for _, _, n in built])
         try:
             trainer = trainer_class(cfg)(cfg, policy, mix, run_dir, log=lambda _: None)
         except R3DError as exc:

@@ -87,15 +87,17 @@ def check_prompts(cfg: GRPORecipe) -> None:
 
 def reward_options(cfg: GRPORecipe, name: str) -> dict[str, Any]:
     """Reward ``name``'s factory options: its recipe options plus ``run.device`` where it applies."""
-    return with_run_device(name, REWARDS, "reward", cfg.rewards[name].options, cfg.run.device)
+    return with_run_device(
+        cfg.reward_type(name), REWARDS, "reward", cfg.rewards[name].options, cfg.run.device
+    )
 
 
 def build_rewards(cfg: GRPORecipe) -> RewardMix:
     rewards, weights = [], []
-    for name, rc in cfg.rewards.items():
-        rewards.append(build_reward(name, **reward_options(cfg, name)))
+    for label, rc in cfg.rewards.items():
+        rewards.append(build_reward(cfg.reward_type(label), **reward_options(cfg, label)))
         weights.append(rc.weight)
-    return RewardMix(rewards, weights)
+    return RewardMix(rewards, weights, labels=list(cfg.rewards))
 
 
 def make_trainer(

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from r3d.core.errors import R3DError
@@ -111,3 +112,28 @@ def test_cuda_run_device_without_a_gpu_is_a_one_line_error(tmp_path):
     cfg = load_recipe(repo / "recipes" / "tiny_mesh.yaml", GRPORecipe, ["run.device=cuda"])
     with pytest.raises(R3DError, match="no CUDA device"):
         make_trainer(cfg, tmp_path)
+
+
+def test_two_rewards_of_one_type_under_their_own_labels():
+    """`type:` makes the key a label: two `geometry` entries with other weights stay apart in the mix
+    and in the logged components; an entry without `type` is its own type, as before."""
+    from r3d.core.config import GRPORecipe
+    from r3d.runner import build_rewards
+
+    cfg = GRPORecipe.model_validate(
+        {
+            "prompts": {"train": ["a cube"]},
+            "rewards": {
+                "geometry": {"weight": 1.0},
+                "geometry_again": {"type": "geometry", "weight": 0.5},
+            },
+        }
+    )
+    assert [cfg.reward_type(k) for k in cfg.rewards] == ["geometry", "geometry"]
+    mix = build_rewards(cfg)
+    import trimesh
+
+    total, comps = mix([trimesh.creation.box()], ["a cube"])
+    assert torch.equal(comps["geometry"], comps["geometry_again"])
+    assert "geometry_again/watertight" in comps
+    assert torch.allclose(total, 1.5 * comps["geometry"])

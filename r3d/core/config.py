@@ -51,6 +51,11 @@ class SamplerConfig(StrictModel):
 
 
 class RewardConfig(StrictModel):
+    type: str | None = Field(
+        None,
+        description="Registered reward or module:factory; default: the entry's key. With it the key is "
+        "just a label, so one recipe can hold two rewards of one type (e.g. two remote judges).",
+    )
     weight: float = Field(1.0, description="Weight in the total reward (0 = logged only).")
     options: dict[str, Any] = Field(
         default_factory=dict, description="Keyword options of the reward adapter."
@@ -278,12 +283,19 @@ class GRPORecipe(StrictModel):
     prompts: PromptsConfig
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     rewards: dict[str, RewardConfig] = Field(
-        ..., min_length=1, description="Reward name → weight and options."
+        ...,
+        min_length=1,
+        description="Reward label → type (default: the label), weight and options; components are "
+        "logged under the label.",
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     nabla: NablaConfig = Field(default_factory=NablaConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    def reward_type(self, label: str) -> str:
+        """The registry name (or module:factory) of the reward entry ``label``."""
+        return self.rewards[label].type or label
 
     @model_validator(mode="after")
     def _check(self) -> GRPORecipe:

@@ -29,10 +29,17 @@ class Reward(Protocol):
 
 @dataclass
 class RewardMix:
-    """Weighted sum of several rewards; every component is kept for logging."""
+    """Weighted sum of several rewards; every component is kept for logging, under the reward's
+    label (default: its ``name``; a recipe's entry key, so two rewards of one type stay apart)."""
 
     rewards: list[Reward]
     weights: list[float]
+    labels: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = list(self.labels) if self.labels is not None else [r.name for r in self.rewards]
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"reward labels must be unique, got {self.labels}")
 
     def __call__(
         self, artifacts: Sequence[Any], prompts: Sequence[str]
@@ -40,10 +47,10 @@ class RewardMix:
         """Returns (total (B,), components) where components maps ``name`` and ``name/sub`` → (B,)."""
         total = torch.zeros(len(artifacts), dtype=torch.float32)
         components: dict[str, torch.Tensor] = {}
-        for reward, weight in zip(self.rewards, self.weights, strict=True):
+        for reward, weight, label in zip(self.rewards, self.weights, self.labels, strict=True):
             scores = reward(artifacts, prompts)
             for key, value in scores.items():
                 value = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
-                components[reward.name if key == reward.name else f"{reward.name}/{key}"] = value
-            total = total + weight * components[reward.name]
+                components[label if key == reward.name else f"{label}/{key}"] = value
+            total = total + weight * components[label]
         return total, components

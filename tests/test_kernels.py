@@ -194,3 +194,20 @@ def test_cps_preserves_the_noise_coefficient():
     residual = (out.prev_sample - (1 - sn) * x0) / sn
     assert abs(residual.mean().item()) < 0.01
     assert abs(residual.std().item() - 1.0) < 0.01
+
+
+def test_a_kernel_that_cannot_drive_the_model_is_a_one_line_error():
+    """A DDPM schedule under flow_sde once ran DDIM silently; a flow schedule under ddim was a ValueError."""
+    from r3d.core.errors import R3DError
+    from r3d.core.rollout import Schedule, check_kernel
+
+    flow = Schedule("flow", torch.linspace(1, 0, 5))
+    ddpm = Schedule("ddpm", torch.linspace(0.1, 1, 5), torch.arange(5))
+    for kernel in ("ode", "flow_sde", "flow_cps", "dance_sde"):
+        check_kernel(flow, kernel)
+    for kernel in ("ode", "ddim"):
+        check_kernel(ddpm, kernel)
+    with pytest.raises(R3DError, match="'flow_sde' does not apply to tiny_motion, a DDPM"):
+        check_kernel(ddpm, "flow_sde", "tiny_motion")
+    with pytest.raises(R3DError, match="'ddim' does not apply to the policy, a flow-matching"):
+        check_kernel(flow, "ddim")

@@ -29,7 +29,15 @@ from r3d.core.io import append_jsonl, atomic_write_text, read_jsonl
 from r3d.core.losses import flow_grpo_kl, gaussian_kl, grpo_policy_loss
 from r3d.core.recipe import save_resolved
 from r3d.core.rewards import RewardMix
-from r3d.core.rollout import Schedule, Trajectory, decode, make_schedule, sample, transition
+from r3d.core.rollout import (
+    Schedule,
+    Trajectory,
+    check_kernel,
+    decode,
+    make_schedule,
+    sample,
+    transition,
+)
 
 Logger = Callable[[str], None]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both: finish the iteration, save a checkpoint, stop
@@ -99,6 +107,7 @@ class GRPOTrainer:
         self.sample_gen = torch.Generator().manual_seed(recipe.run.seed)
         self.train_gen = torch.Generator().manual_seed(recipe.run.seed + 1_000_003)
         self.schedule = make_schedule(policy, recipe.sampler.num_steps)
+        check_kernel(self.schedule, recipe.sampler.kernel, recipe.model.name)
         self.iteration = 0
         self._stop_requested = False
         self.ema = self._new_ema() if t.ema.enabled else None

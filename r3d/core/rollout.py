@@ -55,6 +55,21 @@ def make_schedule(policy: Any, num_steps: int) -> Schedule:
     return Schedule("ddpm", alpha_bar, timesteps.long())
 
 
+FLOW_KERNELS = ("flow_sde", "flow_cps", "dance_sde")
+DDPM_KERNELS = ("ddim",)
+
+
+def check_kernel(schedule: Schedule, kernel: str, policy_name: str = "the policy") -> None:
+    """A sampler kernel that cannot drive this kind of model is a one-line R3DError (a DDPM model
+    under ``flow_sde`` once silently ran DDIM)."""
+    allowed = ("ode", *(FLOW_KERNELS if schedule.kind == "flow" else DDPM_KERNELS))
+    if kernel not in allowed:
+        kind = "a flow-matching" if schedule.kind == "flow" else "a DDPM (ε / x₀ / v-prediction)"
+        raise R3DError(
+            f"sampler.kernel {kernel!r} does not apply to {policy_name}, {kind} model; use one of {', '.join(allowed)}"
+        )
+
+
 def transition(
     policy: Any,
     schedule: Schedule,
@@ -87,6 +102,8 @@ def transition(
         if kernel == "dance_sde":
             return dance_sde_step(v, x, s, s_next, noise_level, **common)
         raise ValueError(f"kernel {kernel!r} does not apply to a flow model")
+    if kernel not in ("ode", *DDPM_KERNELS):
+        raise ValueError(f"kernel {kernel!r} does not apply to a DDPM model")
     t = schedule.timesteps[step].expand(b)
     out = policy.predict(x, t, cond)
     eta = 0.0 if kernel == "ode" else noise_level

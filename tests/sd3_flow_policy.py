@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from PIL import Image
 
 from r3d.core.errors import R3DError
 from r3d.core.io import atomic_write
@@ -70,8 +71,8 @@ class SD3FlowPolicy:
     """An SD3-style diffusers model as an :class:`r3d.core.policy.FlowPolicy`.
 
     Latents (B, C, h, w) fp32 (C = 4 for the tiny config; the tiny VAE does not downsample, so images
-    are h × w pixels); conditions ``{"embeds": (B, L, D), "pooled": (B, P)}``; ``decode`` returns images
-    (3, h, w) fp32 in [0, 1], as the pipeline's ``output_type="pt"``.
+    are h × w pixels); conditions ``{"embeds": (B, L, D), "pooled": (B, P)}``; ``decode`` returns PIL
+    RGB images, as the pipeline does by default.
     """
 
     def __init__(
@@ -163,20 +164,22 @@ class SD3FlowPolicy:
 
     # ----------------------------------------------------------------- outputs
     @torch.no_grad()
-    def decode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Final latents (B, C, h, w) → images (3, h, w) in [0, 1] (the pipeline's VAE decode)."""
+    def decode(self, x: torch.Tensor) -> list[Image.Image]:
+        """Final latents (B, C, h, w) → RGB images of h × w pixels, as the pipeline's default
+        ``output_type="pil"``: VAE decode of x / scaling + shift, [−1, 1] → [0, 255] uint8."""
         cfg = self.vae.config
         images = self.vae.decode(x / cfg.scaling_factor + cfg.shift_factor, return_dict=False)[0]
-        return list((images / 2 + 0.5).clamp(0, 1).float().cpu())
+        pixels = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+        return [Image.fromarray(p) for p in (pixels * 255).round().astype(np.uint8)]
 
-    def save_preview(self, artifacts: list[torch.Tensor], labels: list[str], path: Path) -> Path:
-        """One PNG row of the images (×8 nearest upscaling); ``labels`` are not drawn."""
-        from PIL import Image
-
-        row = torch.cat([a.clamp(0, 1) for a in artifacts], dim=2)
-        pixels = (row.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        image = Image.fromarray(pixels).resize((row.shape[2] * 8, row.shape[1] * 8), Image.NEAREST)
-        return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    def save_preview(self, artifacts: list[Image.Image], labels: list[str], path: Path) -> Path:
+        """The trainer's evaluation preview: one PNG row of the images, ×8 nearest (labels not drawn)."""
+        w, h = artifacts[0].size
+        row = Image.new("RGB", (w * len(artifacts), h))
+        for i, image in enumerate(artifacts):
+            row.paste(image, (i * w, 0))
+        row = row.resize((row.width * 8, row.height * 8), Image.NEAREST)
+        return atomic_write(path, lambda tmp: row.save(tmp, format="PNG"))
 
 
 def make(

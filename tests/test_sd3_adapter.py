@@ -4,9 +4,11 @@ and GRPO trains it from a recipe with the on-policy ratio exactly 1."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusion3Pipeline
+from PIL import Image
 from sd3_flow_policy import make
 
 from r3d.core.config import GRPORecipe
@@ -25,8 +27,8 @@ class BrightnessReward:
     value_range = (0.0, 1.0)
     differentiable = False
 
-    def __call__(self, artifacts: list[torch.Tensor], prompts: list[str]) -> dict[str, torch.Tensor]:
-        mean = torch.stack([a.mean() for a in artifacts]).float()
+    def __call__(self, artifacts: list[Image.Image], prompts: list[str]) -> dict[str, torch.Tensor]:
+        mean = torch.tensor([np.asarray(a, dtype=np.float32).mean() / 255 for a in artifacts])
         bright = torch.tensor(["bright" in p for p in prompts])
         return {self.name: torch.where(bright, mean, 1 - mean)}
 
@@ -48,7 +50,7 @@ def pipeline(policy) -> StableDiffusion3Pipeline:
 def test_ode_rollout_equals_the_diffusers_pipeline_bitwise(shift):
     """Same noise, same embeddings, guidance 4.5: every latent of r3d's ODE rollout (make_schedule +
     sample, kernel "ode") equals StableDiffusion3Pipeline's latent after the same step exactly (0.0, not
-    a tolerance), and the adapter's decode equals the pipeline's output_type="pt" images exactly.
+    a tolerance), and the adapter's decode gives the pipeline's PIL images pixel for pixel.
     Catches a missing or doubled ×1000 timestep scaling, a schedule that is not the scheduler's (shift),
     flipped CFG halves or a sign error in the velocity."""
     policy = make(guidance_scale=4.5, shift=shift, latent_size=8)
@@ -77,13 +79,14 @@ def test_ode_rollout_equals_the_diffusers_pipeline_bitwise(shift):
         guidance_scale=4.5,
         height=8,
         width=8,
-        output_type="pt",
+        output_type="pil",
         callback_on_step_end=record,
     )
     assert torch.equal(schedule.points, policy.scheduler.sigmas)  # the scheduler's σ, shift included
     assert torch.equal(schedule.points[:-1] * 1000, policy.scheduler.timesteps)
     assert torch.equal(torch.stack(steps, dim=1), traj.latents[:, 1:])
-    assert torch.equal(torch.stack(decode(policy, traj.latents[:, -1], cond)), out.images)
+    ours = decode(policy, traj.latents[:, -1], cond)
+    assert [np.asarray(a).tolist() for a in ours] == [np.asarray(a).tolist() for a in out.images]
 
 
 def test_diffusers_noising_is_r3d_sigma_convention():

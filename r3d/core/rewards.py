@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from r3d.core.errors import R3DError
+
 
 @runtime_checkable
 class Reward(Protocol):
@@ -49,6 +51,10 @@ class RewardMix:
         components: dict[str, torch.Tensor] = {}
         for reward, weight, label in zip(self.rewards, self.weights, self.labels, strict=True):
             scores = reward(artifacts, prompts)
+            if reward.name not in scores:
+                raise R3DError(
+                    f"reward {label!r} returned {sorted(scores)} but no headline score {reward.name!r}"
+                )
             for key, value in scores.items():
                 value = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
                 components[label if key == reward.name else f"{label}/{key}"] = value

@@ -158,8 +158,10 @@ class TrainConfig(StrictModel):
     overlap_rewards: bool = Field(
         False,
         description="Decode and score each rollout chunk (batch_size samples) in a worker thread while "
-        "the next chunk is sampled. Rewards then see one chunk per call: identical results for "
-        "per-sample rewards; batch-dependent ones (in-batch R-precision distractors) differ.",
+        "the next chunk is sampled. Rewards then see one chunk per call: bit-identical results for "
+        "rewards computed per sample, results equal to float rounding for batched torch rewards "
+        "(vectorised kernels round a sample differently in batches of other sizes), and other results "
+        "for batch-dependent ones (in-batch R-precision distractors).",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
     ema: EmaConfig = Field(

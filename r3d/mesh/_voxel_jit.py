@@ -100,6 +100,12 @@ def occupy(vertices: np.ndarray, faces: np.ndarray, resolution: int, occupied: n
 
     vertices: (N, 3) float64 C-contiguous, faces: (M, 3) int64 with valid indices (unchecked),
     occupied: (R³,) bool, updated in place.
+
+    Along the axis ``w`` where the triangle's normal is largest, each column of candidate cells is cut
+    to the cells within one cell of the triangle's plane slab ``|n·(centre − a)| ≤ h·Σ|n|`` (computed
+    in real arithmetic, then widened by one cell each way). A cell cut off is at least ``|n_w|/R ≥
+    Σ|n|/(3R)`` outside the slab, 10¹² times the rounding error of the exact test's plane check, so the
+    exact test would reject it too: the set is unchanged, big triangles get much cheaper.
     """
     R = resolution
     voxel_size = 1.0 / R
@@ -108,6 +114,9 @@ def occupy(vertices: np.ndarray, faces: np.ndarray, resolution: int, occupied: n
     first_centre = min_bound + h
     lo = np.empty(3, np.int64)
     hi = np.empty(3, np.int64)
+    n = np.empty(3, np.float64)
+    cell = np.empty(3, np.int64)
+    centre = np.empty(3, np.float64)
     for t in range(faces.shape[0]):
         a = vertices[faces[t, 0]]
         b = vertices[faces[t, 1]]
@@ -127,17 +136,37 @@ def occupy(vertices: np.ndarray, faces: np.ndarray, resolution: int, occupied: n
             hi[d] = int(min(last, R - 1.0))
         if empty:
             continue
-        for i in range(lo[0], hi[0] + 1):
-            cx = first_centre + i * voxel_size
-            for j in range(lo[1], hi[1] + 1):
-                cy = first_centre + j * voxel_size
-                row = (i * R + j) * R
-                for k in range(lo[2], hi[2] + 1):
-                    if occupied[row + k]:
+        n[0] = (b[1] - a[1]) * (c[2] - b[2]) - (b[2] - a[2]) * (c[1] - b[1])
+        n[1] = (b[2] - a[2]) * (c[0] - b[0]) - (b[0] - a[0]) * (c[2] - b[2])
+        n[2] = (b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0])
+        slab = h * (abs(n[0]) + abs(n[1]) + abs(n[2]))
+        w = 0
+        for d in (1, 2):
+            if abs(n[d]) > abs(n[w]):
+                w = d
+        u, v = (1, 2) if w == 0 else ((0, 2) if w == 1 else (0, 1))
+        for p in range(lo[u], hi[u] + 1):
+            cell[u] = p
+            centre[u] = first_centre + p * voxel_size
+            for q in range(lo[v], hi[v] + 1):
+                cell[v] = q
+                centre[v] = first_centre + q * voxel_size
+                w_lo, w_hi = lo[w], hi[w]
+                if n[w] != 0.0:
+                    rest = n[u] * (centre[u] - a[u]) + n[v] * (centre[v] - a[v])
+                    z1 = a[w] + (-rest - slab) / n[w]
+                    z2 = a[w] + (-rest + slab) / n[w]
+                    w_lo = max(w_lo, int(np.floor((min(z1, z2) - first_centre) / voxel_size)) - 1)
+                    w_hi = min(w_hi, int(np.ceil((max(z1, z2) - first_centre) / voxel_size)) + 1)
+                for r in range(w_lo, w_hi + 1):
+                    cell[w] = r
+                    flat = (cell[0] * R + cell[1]) * R + cell[2]
+                    if occupied[flat]:
                         continue
-                    cz = first_centre + k * voxel_size
+                    centre[w] = first_centre + r * voxel_size
+                    cx, cy, cz = centre[0], centre[1], centre[2]
                     if tri_box_overlap_one(
                         a[0] - cx, a[1] - cy, a[2] - cz, b[0] - cx, b[1] - cy, b[2] - cz,
                         c[0] - cx, c[1] - cy, c[2] - cz, h,
                     ):  # fmt: skip
-                        occupied[row + k] = True
+                        occupied[flat] = True

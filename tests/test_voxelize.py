@@ -41,6 +41,9 @@ def shared_meshes_dir() -> Path | None:
     return None
 
 
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from benchmarks import bench_voxelize  # noqa: E402  (random soups and large meshes, shared with the benchmark)
+
 MESHES = shared_meshes_dir()
 needs_meshes = pytest.mark.skipif(MESHES is None, reason="shared real meshes not present")
 
@@ -62,7 +65,6 @@ def open3d_reference(meshes: list[tuple[np.ndarray, np.ndarray]], resolution: in
     except Exception:
         o3d = None
     if o3d is not None:
-        sys.path.insert(0, str(Path(__file__).parents[1]))
         from benchmarks.open3d_voxels import open3d_voxels
 
         return [as_set(open3d_voxels(o3d, v, f, resolution)) for v, f in meshes]
@@ -80,40 +82,8 @@ def open3d_reference(meshes: list[tuple[np.ndarray, np.ndarray]], resolution: in
 
 
 def random_soups(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Triangle soups that stress the exact test: big random triangles, small ones, vertices snapped to
-    cell boundaries and half-cells (ties), axis-aligned faces on cell planes, slivers and degenerate
-    (collinear, zero-area) triangles; all inside [−0.5, 0.5]³."""
-    rng = np.random.default_rng(seed)
-    soups = []
-    big = rng.uniform(-0.5, 0.5, (40, 3, 3))
-    small = rng.uniform(-0.48, 0.48, (3000, 1, 3)) + rng.normal(0, 0.01, (3000, 3, 3))
-    snapped = (
-        np.round((rng.uniform(-0.45, 0.45, (3000, 1, 3)) + rng.uniform(-0.04, 0.04, (3000, 3, 3))) * 128)
-        / 128
-    )
-    plane = snapped.copy()
-    plane[:, :, 2] = plane[:, 0:1, 2]  # horizontal faces, often exactly on a cell boundary
-    sliver = rng.uniform(-0.45, 0.45, (1000, 1, 3)) + np.linspace(0, 1, 3)[None, :, None] * rng.normal(
-        0, 0.05, (1000, 1, 3)
-    )
-    degenerate = np.repeat(rng.uniform(-0.5, 0.5, (500, 1, 3)), 3, axis=1)
-    for tris in (big, small, snapped, plane, sliver, degenerate):
-        tris = np.clip(tris, -0.5 + 1e-6, 0.5 - 1e-6)
-        soups.append((tris.reshape(-1, 3), np.arange(3 * len(tris)).reshape(-1, 3)))
-    return soups
-
-
-def large_meshes() -> list[tuple[np.ndarray, np.ndarray]]:
-    """Two unseen 60–100 k-face meshes: shared meshes subdivided (×16 faces) and jittered."""
-    rng = np.random.default_rng(1)
-    out = []
-    for name in ("cow.obj", "alligator.obj"):
-        v, f, b = load_mesh(MESHES / name)
-        for _ in range(2):
-            v, f = trimesh.remesh.subdivide(v, f)
-        v = v + rng.normal(0, 1e-3 * np.ptp(v, axis=0).max(), v.shape)
-        out.append((normalize_trellis(v), f))
-    return out
+    """benchmarks/bench_voxelize.py's soups: ties on cell boundaries, slivers, degenerate triangles."""
+    return [(v, f) for _, v, f in bench_voxelize.random_soups(seed)]
 
 
 @needs_meshes
@@ -124,8 +94,9 @@ def test_identical_to_open3d_on_shared_and_large_meshes():
     for path in sorted(MESHES.glob("*.obj")):
         v, f, b = load_mesh(path)
         meshes.append((normalize_trellis(v, b), f))
-    meshes += large_meshes()
-    assert all(60_000 <= len(f) <= 100_000 for _, f in meshes[-2:])
+    large = [(v, f) for _, v, f in bench_voxelize.large_meshes(MESHES)]
+    assert len(large) == 4 and all(60_000 <= len(f) <= 100_000 for _, f in large)
+    meshes += large
     for (v, f), ref in zip(meshes, open3d_reference(meshes), strict=True):
         assert as_set(voxelize_triangles(v, f, 64)) == ref, len(f)
 

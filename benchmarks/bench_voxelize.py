@@ -197,14 +197,13 @@ def measure(
     rounds = max(repeat, 3)
     voxelize_triangles(*meshes[0])  # load the compiled kernel before timing
     r3d_s = np.full(len(meshes), np.inf)
+    voxels: list[np.ndarray] = [np.empty((0, 3))] * len(meshes)
     o3d_s, o3d_read_s = np.full(len(meshes), np.inf), np.full(len(meshes), np.inf)
     reference, label = None, NOT_INSTALLED
     for rnd in range(rounds):
         for i, (v, f) in enumerate(meshes):
-            ours, t = best_of(lambda v=v, f=f: voxelize_triangles(v, f, resolution), 1)
+            voxels[i], t = best_of(lambda v=v, f=f: voxelize_triangles(v, f, resolution), 1)
             r3d_s[i] = min(r3d_s[i], t)
-            if rnd == 0:
-                named[i] = (*named[i], ours)
         note(f"round {rnd + 1}/{rounds}: r3d")
         got, label = open3d_results(meshes, resolution, 1, open3d_python)
         if got is not None:
@@ -213,7 +212,7 @@ def measure(
             o3d_read_s = np.minimum(o3d_read_s, [g["seconds_with_readout"] for g in got])
             note(f"round {rnd + 1}/{rounds}: open3d")
     rows = []
-    for i, (name, v, f, ours) in enumerate(named):
+    for i, ((name, v, f), ours) in enumerate(zip(named, voxels, strict=True)):
         row: dict[str, Any] = {"mesh": name, "faces": int(len(f)), "r3d_voxels": len(ours), "r3d_s": r3d_s[i]}
         _, row["numpy_s"] = best_of(lambda v=v, f=f: voxelize_triangles(v, f, resolution, engine="numpy"), 1)
         if use_trimesh:

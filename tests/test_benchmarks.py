@@ -197,6 +197,9 @@ def box_dir(tmp_path):
 def test_run_all_measures_voxelisation_and_writes_report_and_json(box_dir, tmp_path, monkeypatch):
     """One real measurement end to end: r3d and trimesh are timed; without open3d the row says so."""
     monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d → ImportError
+    # the batch throughput and the JIT's cold compile start fresh processes (a minute): not here
+    monkeypatch.setattr(run_all.Settings, "voxelize_meshes", property(lambda s: 0))
+    monkeypatch.setattr(bench_voxelize, "jit_compile_seconds", lambda: {})
     monkeypatch.delenv("R3D_OPEN3D_PYTHON", raising=False)
     out = tmp_path / "results.md"
     code = run_all.main(["--only", "voxelize", "--meshes", str(box_dir), "--out", str(out), "--quick"])

@@ -51,3 +51,32 @@ def test_voxelize_command_user_errors_are_one_line(tmp_path, capsys):
     trimesh.creation.icosphere(1).export(tmp_path / "a.stl")
     assert main(["voxelize", str(tmp_path / "a.stl"), "--out", str(tmp_path / "o"), "--up", "x"]) == 2
     assert "--up must be auto, y or z" in capsys.readouterr().err
+
+
+def test_voxelize_command_exits_one_when_every_mesh_fails(tmp_path, capsys):
+    """Nothing voxelised is a failure of the command: exit 1 and one line saying so (also with --json)."""
+    (tmp_path / "a.ply").write_text("ply\nformat ascii 1.0\nelement vertex 2\n")
+    (tmp_path / "b.off").write_text("OFF\n3 1 0\n0 0 0\n")
+    for extra in ([], ["--json"]):
+        assert main(["voxelize", str(tmp_path), "--out", str(tmp_path / "o"), *extra]) == 1
+        err = capsys.readouterr().err
+        assert [x for x in err.splitlines() if x.startswith("error:")] == [
+            "error: every mesh failed (2 of 2); nothing voxelised"
+        ]
+
+
+def test_voxelize_command_out_on_a_file_or_a_busy_folder_is_exit_two(tmp_path, capsys):
+    """--out naming an existing file, or a folder another run holds, is a one-line error, exit 2."""
+    from r3d.mesh.voxelize import output_lock
+
+    trimesh.creation.icosphere(1).export(tmp_path / "a.stl")
+    (tmp_path / "file.txt").write_text("keep me")
+    assert main(["voxelize", str(tmp_path / "a.stl"), "--out", str(tmp_path / "file.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "is a file, not a folder" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "file.txt").read_text() == "keep me"
+    (tmp_path / "o").mkdir()
+    with output_lock(tmp_path / "o"):
+        assert main(["voxelize", str(tmp_path / "a.stl"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another r3d voxelize is writing this folder" in err and len(err.splitlines()) == 1

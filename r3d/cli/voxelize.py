@@ -52,7 +52,19 @@ def voxelize(
     )
     if as_json:
         print(json.dumps({k: v for k, v in summary.items() if k != "records"}, indent=2))
-        return
+    else:
+        _print_summary(summary)
+    if summary["failed"] == summary["total"]:
+        err_console.print(
+            f"[bold red]error:[/] every mesh failed ({summary['failed']} of {summary['total']}); nothing voxelised",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+def _print_summary(summary: dict) -> None:
+    """The per-mesh table (when the summary lists the records), the counts and the failures."""
     from rich.table import Table
 
     table = Table(
@@ -69,7 +81,8 @@ def voxelize(
             str(r.get("num_faces", "–")),
             f"{r['seconds']:.2f}",
         )
-    console.print(table)
+    if summary["records"]:
+        console.print(table)
     console.print(
         f"{summary['ok']} voxelised, {summary['skipped']} up to date, {summary['failed']} failed; "
         f"voxels min/mean/max {summary['voxels']['min']}/{summary['voxels']['mean']:.0f}/{summary['voxels']['max']}"

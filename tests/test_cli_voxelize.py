@@ -79,4 +79,4 @@ def test_voxelize_command_out_on_a_file_or_a_busy_folder_is_exit_two(tmp_path, c
     with output_lock(tmp_path / "o"):
         assert main(["voxelize", str(tmp_path / "a.stl"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "another r3d voxelize is writing this folder" in err and len(err.splitlines()) == 1
+    assert "is in use by another r3d process" in err and len(err.splitlines()) == 1

@@ -325,16 +325,16 @@ def test_a_locked_folder_is_refused_and_shards_share_one(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with output_lock(out):
-        with pytest.raises(R3DError, match="another r3d voxelize is writing this folder"):
+        with pytest.raises(R3DError, match="^voxelize output folder .* is in use by another r3d process"):
             voxelize_many([tmp_path / "in"], out, resolution=8, progress=False)
-        with pytest.raises(R3DError, match="another r3d voxelize"):
+        with pytest.raises(R3DError, match="is in use by another r3d process"):
             voxelize_many([tmp_path / "in"], out, resolution=8, shard="0/2", progress=False)
     with output_lock(out, (0, 2)):
         s = voxelize_many([tmp_path / "in"], out, resolution=8, shard="1/2", progress=False)
         assert s["total"] == 2
-        with pytest.raises(R3DError, match="writing this shard"):
+        with pytest.raises(R3DError, match="^shard 0/2 of voxelize output folder .* is in use"):
             voxelize_many([tmp_path / "in"], out, resolution=8, shard="0/2", progress=False)
-        with pytest.raises(R3DError, match="writing this folder"):
+        with pytest.raises(R3DError, match="^voxelize output folder .* is in use"):
             voxelize_many([tmp_path / "in"], out, resolution=8, progress=False)
     assert voxelize_many([tmp_path / "in"], out, resolution=8, progress=False)["total"] == 4  # released
 

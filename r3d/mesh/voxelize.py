@@ -54,6 +54,7 @@ import numpy as np
 
 from r3d.core.errors import R3DError
 from r3d.core.io import append_jsonl, atomic_write, atomic_write_json
+from r3d.core.lock import FolderLock
 
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
 # Blender importers used by TRELLIS's render.py that convert Y-up files to Z-up (see module docstring).
@@ -598,29 +599,14 @@ def output_lock(out: Path, shard: tuple[int, int] = (0, 1)) -> Iterator[None]:
     A whole run (``shard`` ``(0, 1)``) locks the folder exclusively. A shard ``i/n`` shares the folder
     lock with other shards and holds ``.voxelize-shard-i-of-n.lock`` exclusively, so shards of one set
     may write into one folder at once (disjoint outputs; manifest lines appended under a lock) while the
-    same shard twice, or a whole run beside a shard, is refused. flock locks vanish with the process
-    (SIGKILL included). Without ``fcntl`` (Windows) nothing is locked.
+    same shard twice, or a whole run beside a shard, is refused (:class:`r3d.core.lock.FolderLock`).
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
     i, n = shard
-    names = [(LOCK_NAME, fcntl.LOCK_EX if n == 1 else fcntl.LOCK_SH)]
-    if n > 1:
-        names.append((f".voxelize-shard-{i}-of-{n}.lock", fcntl.LOCK_EX))
     with contextlib.ExitStack() as stack:
-        for name, mode in names:
-            fh = stack.enter_context(open(out / name, "a"))
-            try:
-                fcntl.flock(fh, mode | fcntl.LOCK_NB)
-            except BlockingIOError:
-                what = "this shard" if n > 1 and mode == fcntl.LOCK_EX else "this folder"
-                raise R3DError(
-                    f"another r3d voxelize is writing {what} ({out}); wait for it, use another --out, "
-                    "or give each run its own --shard i/n"
-                ) from None
+        stack.enter_context(FolderLock(out, LOCK_NAME, shared=n > 1).acquire("voxelize output folder"))
+        if n > 1:
+            shard_lock = FolderLock(out, f".voxelize-shard-{i}-of-{n}.lock")
+            stack.enter_context(shard_lock.acquire(f"shard {i}/{n} of voxelize output folder"))
         yield
 
 

@@ -142,7 +142,7 @@ MOTION_JS = r"""
       if (s === 0) ctx.moveTo(q[0], q[1]); else ctx.lineTo(q[0], q[1]);
     }
     ctx.stroke();
-    ctx.lineWidth = 3; ctx.lineCap = "round"; ctx.lineJoin = "round";
+    ctx.lineWidth = 5; ctx.lineCap = "round"; ctx.lineJoin = "round";
     CHAINS.forEach((chain, i) => {
       ctx.strokeStyle = COLORS[i]; ctx.beginPath();
       chain.forEach((j, n) => {
@@ -151,8 +151,8 @@ MOTION_JS = r"""
       });
       ctx.stroke();
     });
-    ctx.fillStyle = "#555"; ctx.font = "11px sans-serif";
-    ctx.fillText(`${(f / p.fps).toFixed(1)} s`, 6, p.canvas.height - 6);
+    ctx.fillStyle = "#555"; ctx.font = "22px sans-serif";
+    ctx.fillText(`${(f / p.fps).toFixed(1)} s`, 10, p.canvas.height - 12);
   }
 
   function loop(ms) {

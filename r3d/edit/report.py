@@ -178,7 +178,7 @@ def _judge_records(out: Path, report: dict[str, Any]) -> dict[str, dict[str, Any
 
 def _answers(record: dict[str, Any]) -> str:
     """The judge's raw answers and parsed scores of one record, as HTML."""
-    from r3d.report.page import esc, fmt
+    from r3d.report.blocks import esc, fmt
 
     lines = []
     for q in record.get("questions") or []:
@@ -203,7 +203,7 @@ def html_report(report: dict[str, Any], samples: Sequence[Any], out: Path, per_c
     """``out/report.html``: setup, per-category table, source/edited pairs (the first ``per_category``
     samples of each category, source images as thumbnails) with the judge's raw answers and parsed
     scores, and every sample without a score with its reason. Self-contained, written atomically."""
-    from r3d.report.page import esc, fmt, image_cell, page, table, thumbnail
+    from r3d.report.blocks import esc, fmt, image_cell, page, table, thumbnail
 
     editor, judge = report["editor"], report["judge"]
     setup = (

@@ -2,7 +2,7 @@
 samples: meshes in a 3D viewer, motions as animated skeletons, images), the bench-edit page and the
 eval-motion page. Everything a page needs (vendored three.js, the data) is inlined; no URL is fetched."""
 
-from r3d.report.page import (
+from r3d.report.blocks import (
     image_cell,
     line_chart,
     mesh_cell,

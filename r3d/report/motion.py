@@ -9,7 +9,7 @@ from typing import Any
 
 from r3d.core.io import atomic_write_text
 from r3d.motion.artifacts import Motion
-from r3d.report.page import esc, motion_cell, page, table
+from r3d.report.blocks import esc, motion_cell, page, table
 
 # (row title, caption, motions) of the samples section
 SampleRow = tuple[str, str, Sequence[Motion]]

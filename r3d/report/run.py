@@ -18,7 +18,7 @@ from typing import Any
 
 from r3d.core.errors import R3DError
 from r3d.core.io import atomic_write_text, read_jsonl
-from r3d.report.page import esc, fmt, image_cell, line_chart, mesh_cell, motion_cell, page, table
+from r3d.report.blocks import esc, fmt, image_cell, line_chart, mesh_cell, motion_cell, page, table
 
 REPORT = "report.html"
 GOLD = "eval/gold/"

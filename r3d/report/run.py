@@ -81,10 +81,9 @@ def _samples_section(run_dir: Path, folders: list[Path], max_per_prompt: int) ->
     intro = (
         f"Held-out prompts at the evaluation seed: <b>{esc(start.name.removeprefix('samples_'))}</b> "
         + ("" if same else f"(left) and <b>{esc(label_now)}</b> (right), same noise, ")
-        + "each with its held-out reward. Drag a mesh to turn it (both of a pair turn together), "
-        "scroll to zoom, right-drag to pan; drag a skeleton sideways to turn it."
+        + "each with its held-out reward."
     )
-    parts = [f"<p>{intro}</p>"]
+    parts = []
     prompts = list(dict.fromkeys(e["prompt"] for e in first))
     shown = 0
     for prompt in prompts:
@@ -103,6 +102,12 @@ def _samples_section(run_dir: Path, folders: list[Path], max_per_prompt: int) ->
                 pairs.append(f'<div class="pair">{"".join(cells)}</div>')
         shown += len(pairs)
         parts.append(f'<div class="grid">{"".join(pairs)}</div>')
+    body = "".join(parts)
+    if 'class="cell mesh"' in body:
+        intro += " Drag a mesh to turn it (both of a pair turn together), scroll to zoom, right-drag to pan."
+    if 'class="cell motion"' in body:
+        intro += " Drag a skeleton sideways to turn it."
+    parts.insert(0, f"<p>{intro}</p>")
     if not shown:  # samples of a type the page cannot show: the contact sheets, when there are some
         sheets = [run_dir / f"{f.name}.png" for f in (start, now)]
         cells = [image_cell(p.read_bytes(), p.name) for p in dict.fromkeys(sheets) if p.is_file()]

@@ -1,12 +1,15 @@
-"""Saving and previewing generated artifacts, by type (meshes today; motions and images later)."""
+"""Saving and previewing generated artifacts, by type: meshes, motions, images (and anything with a
+``save(path)`` method)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 from r3d.core.errors import R3DError
+from r3d.core.io import atomic_write_text
 
 MESH_FORMATS = ("glb", "obj", "ply")
 
@@ -50,3 +53,43 @@ def preview(artifacts: list[Any], labels: list[str], path: Path, policy: Any = N
         return contact_sheet(artifacts, labels, path)
     saver = getattr(policy, "save_preview", None)
     return saver(artifacts, labels, path) if saver is not None else None
+
+
+def sample_format(artifact: Any) -> str | None:
+    """The file format evaluation samples of this type are kept in: glb (mesh), npy (motion
+    features), png (image), ply (anything else that saves itself, e.g. Gaussian clouds); None
+    for an empty decode."""
+    if artifact is None:
+        return None
+    if _is_mesh(artifact):
+        return "glb"
+    if callable(getattr(artifact, "joints", None)):
+        return "npy"
+    if type(artifact).__module__.startswith("PIL."):
+        return "png"
+    return "ply" if callable(getattr(artifact, "save", None)) else None
+
+
+def split_label(label: str) -> tuple[str, float | None]:
+    """``"a cube | 1.02"`` (the trainer's evaluation label) → ("a cube", 1.02); no score → None."""
+    prompt, sep, score = label.rpartition(" | ")
+    if sep:
+        try:
+            return prompt, float(score)
+        except ValueError:
+            pass
+    return label, None
+
+
+def save_samples(artifacts: list[Any], labels: list[str], folder: Path) -> Path:
+    """Keep one evaluation's samples: ``folder/NNN.<fmt>`` (see :func:`sample_format`) and
+    ``folder/index.json`` (``{"samples": [{"file", "prompt", "score"}]}``, written last)."""
+    if len(artifacts) != len(labels):
+        raise R3DError(f"{len(artifacts)} samples but {len(labels)} labels")
+    entries = []
+    for i, (artifact, label) in enumerate(zip(artifacts, labels, strict=True)):
+        fmt = sample_format(artifact)
+        path = save_artifact(artifact, folder / f"{i:03d}", fmt) if fmt else None
+        prompt, score = split_label(label)
+        entries.append({"file": path.name if path else None, "prompt": prompt, "score": score})
+    return atomic_write_text(folder / "index.json", json.dumps({"samples": entries}, indent=1) + "\n")

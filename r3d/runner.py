@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from r3d.artifacts import preview, safe_name, save_artifact
+from r3d.artifacts import preview, safe_name, save_artifact, save_samples
 from r3d.core import distributed as dist
 from r3d.core import lock
 from r3d.core.checkpoint import load_adapter_weights, recover_checkpoint, resolve_checkpoint
@@ -124,13 +124,30 @@ def make_trainer(
         ]
         policy.encode_prompts(inline or cfg.prompts.train[:1])
         trainer_cls = trainer_class(cfg)
-        # meshes get a CPU-rendered contact sheet, anything else the policy's own save_preview
-        draw = functools.partial(preview, policy=policy)
+        draw = functools.partial(evaluation_preview, policy=policy, log=log)
         return trainer_cls(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=draw, progress=progress)
     except BaseException:
         if fresh:  # leave no empty folder behind a run that never started
             lock.drop(run_dir)
         raise
+
+
+def evaluation_preview(
+    artifacts: list[Any], labels: list[str], path: Path, policy: Any, log: Callable[[str], None] = print
+) -> Path | None:
+    """The trainer's preview hook: the contact sheet ``path`` (meshes rendered on the CPU, anything
+    else by the policy's own save_preview), the samples kept in ``path`` without suffix
+    (``samples_<tag>/``), then ``report.html`` rewritten. A report that cannot be written is logged,
+    not fatal: training goes on."""
+    sheet = preview(artifacts, labels, path, policy)
+    save_samples(artifacts, labels, path.with_suffix(""))
+    from r3d.report import write_run_report
+
+    try:
+        write_run_report(path.parent, pending=True)
+    except (R3DError, OSError, ValueError) as exc:
+        log(f"report.html not updated: {exc}")
+    return sheet
 
 
 def check_device(cfg: GRPORecipe) -> None:

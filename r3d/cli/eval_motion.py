@@ -85,6 +85,13 @@ def eval_motion(
     out: Annotated[
         Path | None, typer.Option(help="Write the JSON report to this file.", show_default=False)
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write an HTML page: the metric table and a few animated samples per caption.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """FID, R-precision, matching score, diversity and multimodality of generated motions.
 
@@ -128,6 +135,14 @@ def eval_motion(
         )
     if out is not None:
         atomic_write_json(out, report)
+    if html is not None:
+        from r3d.report.motion import collect_samples, write_motion_report
+
+        options = {"stats_dir": stats_dir, "clip": clip, "guidance_scale": guidance, "device": device}
+        options.update(
+            steps=steps, seed=seed, reference=reference, split=split, reference_size=reference_size
+        )
+        write_motion_report(report, collect_samples(report, model, motions, adapter, options), html)
     if json_out:
         print(json.dumps(report))
         return
@@ -160,3 +175,5 @@ def eval_motion(
     console.print(table)
     if out is not None:
         console.print(f"report: {out}")
+    if html is not None:
+        console.print(f"page: {html}")

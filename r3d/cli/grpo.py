@@ -102,8 +102,12 @@ def grpo(
         end = value["end"]
         table.add_row(key, f"{value['start']:.4f}", "-" if end is None else f"{end:.4f}")
     console.print(table)
+    from r3d.report import write_run_report
+
+    report = write_run_report(run_dir)
     written = [summary["plot"], *(str(p) for p in sorted(run_dir.glob("samples_*.png")))]
     console.print("wrote: " + ", ".join(p for p in written if p and Path(p).is_file()), highlight=False)
+    console.print(f"report: {report} (open it in a browser)", highlight=False)
 
 
 def _dry_run(cfg: Any, run_dir: Path, source: str, as_json: bool) -> None:

@@ -161,3 +161,92 @@ def write_reports(report: dict[str, Any], out: Path) -> dict[str, Path]:
         "markdown": atomic_write_text(out / "report.md", markdown(report)),
         "chart": bar_chart(report, out / "report.png"),
     }
+
+
+def _judge_records(out: Path, report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The latest judge record per sample id of this report's editor and judge (records.jsonl)."""
+    from r3d.core.io import read_jsonl
+
+    path = out / "records.jsonl"
+    editor, judge = report["editor"]["fingerprint"], report["judge"]["fingerprint"]
+    latest: dict[str, dict[str, Any]] = {}
+    for record in read_jsonl(path) if path.is_file() else []:
+        if record.get("phase") == "judge" and record.get("editor") == editor and record.get("judge") == judge:
+            latest[str(record.get("id"))] = record
+    return latest
+
+
+def _answers(record: dict[str, Any]) -> str:
+    """The judge's raw answers and parsed scores of one record, as HTML."""
+    from r3d.report.blocks import esc, fmt
+
+    lines = []
+    for q in record.get("questions") or []:
+        raw = [t for t in q.get("raw") or [] if t]
+        extra = ", ".join(
+            f"{k} {fmt(v, 3)}" for k, v in q.items() if k not in ("name", "score", "raw", "error")
+        )
+        lines.append(
+            f"<b>{esc(q.get('name', 'score'))}</b>: parsed {esc(fmt(q.get('score'), 3))}"
+            + (f" ({esc(extra)})" if extra else "")
+            + (f' <span class="fail">{esc(q["error"])}</span>' if q.get("error") else "")
+            + (
+                f"<pre>{esc(raw[-1])}</pre>"
+                if raw
+                else " — no text (score read from the digit probabilities)"
+            )
+        )
+    return "<br>".join(lines) or "no answer recorded"
+
+
+def html_report(report: dict[str, Any], samples: Sequence[Any], out: Path, per_category: int = 6) -> Path:
+    """``out/report.html``: setup, per-category table, source/edited pairs (the first ``per_category``
+    samples of each category, source images as thumbnails) with the judge's raw answers and parsed
+    scores, and every sample without a score with its reason. Self-contained, written atomically."""
+    from r3d.report.blocks import esc, fmt, image_cell, page, table, thumbnail
+
+    editor, judge = report["editor"], report["judge"]
+    setup = (
+        f"<p>data <code>{esc(report['data']['path'])}</code> ({report['data']['selected']} samples) · editor "
+        f"<code>{esc(editor['model'])}</code> ({esc(editor['num_inference_steps'])} steps, seed {esc(editor['seed'])}) "
+        f"· judge <code>{esc(judge['model'])}</code> via {esc(judge['backend'])}, protocol {esc(judge['protocol'])}, "
+        f"score {esc(judge['score_mode'])}</p><p><b>Headline (mean of category means, 0–10): "
+        f"{esc(fmt(report['headline'], 3))}</b></p>"
+    )
+    header = ["category", "samples", "scored", "judge failures", "edit failures", "missing", "mean", "std"]
+    header += ["median", "min", "max"]
+    rows = [
+        [name, s["samples"], s["count"], s["failures"], s["edit_failures"], s["missing"]]
+        + [fmt(s[k], 3) for k in ("mean", "std", "median", "min", "max")]
+        for name, s in [*report["categories"].items(), ("all", report["overall"])]
+    ]
+    judged = _judge_records(out, report)
+    parts = [setup, "<h2>Per category</h2>", table(header, rows), "<h2>Source and edited images</h2>"]
+    for category in report["categories"]:
+        chosen = [s for s in samples if s.category == category][:per_category]
+        parts.append(f"<h3>{esc(category)}</h3>")
+        for s in chosen:
+            record = judged.get(s.id)
+            edited = out / record["image"] if record and record.get("image") else None
+            cells = [image_cell(thumbnail(s.load_image()), "source", mime="image/jpeg")]
+            if edited is not None and edited.is_file():
+                from PIL import Image
+
+                with Image.open(edited) as im:
+                    cells.append(
+                        image_cell(thumbnail(im), "edited", record.get("overall"), mime="image/jpeg")
+                    )
+            answer = _answers(record) if record else '<span class="fail">not judged</span>'
+            parts.append(
+                f'<div class="grid"><div class="pair">{"".join(cells)}</div><div style="max-width:560px">'
+                f"<b>{esc(s.id)}</b>: {esc(s.instruction)}<br>{answer}</div></div>"
+            )
+    failed = report["failed_samples"]
+    parts.append(f"<h2>Samples without a score ({len(failed)})</h2>")
+    if failed:
+        rows = [[f["id"], f["category"], f["status"], f["error"] or ""] for f in failed]
+        parts.append(table(["sample", "category", "status", "reason"], rows))
+    else:
+        parts.append("<p>None: every selected sample was edited and scored.</p>")
+    title = f"r3d bench-edit: {editor['model']} judged by {judge['model']}"
+    return atomic_write_text(out / "report.html", page(title, "".join(parts)))

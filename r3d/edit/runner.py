@@ -59,7 +59,7 @@ from r3d.edit.dataset import (
     shard_samples,
 )
 from r3d.edit.prompts import PROMPT_VERSION
-from r3d.edit.report import summarize, write_reports
+from r3d.edit.report import html_report, summarize, write_reports
 
 log = logging.getLogger("r3d.edit")
 RECORDS = "records.jsonl"
@@ -425,6 +425,7 @@ def run_bench(
         run.reload()
         report = run.report(selected, dataset.path)
         paths = write_reports(report, out)
+        paths["html"] = html_report(report, selected, out)
         paths.update(records=records_path, log=out / LOG_FILE, images=out / "images")
         log.info("report: headline %s, %d judge failures", report["headline"], report["overall"]["failures"])
         return RunResult(report, paths, dataset.summary(), edited, judged, skipped_edits, skipped_judgments)

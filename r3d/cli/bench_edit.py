@@ -156,5 +156,5 @@ def bench_edit(
         f"judged {result.judged} (already done {result.skipped_judgments})"
     )
     console.print(_table(result.report))
-    for kind in ("markdown", "json", "chart", "records", "log"):
+    for kind in ("html", "markdown", "json", "chart", "records", "log"):
         console.print(f"  {kind:<8} {result.paths[kind]}", highlight=False)

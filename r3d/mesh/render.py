@@ -34,9 +34,13 @@ from r3d.core.io import atomic_write
 from r3d.mesh.io import check_mesh
 
 try:  # embree is ~100x faster than trimesh's pure-numpy intersector
+    from embreex import rtcore_scene as _embree_scene
+    from embreex.mesh_construction import TriangleMesh as _EmbreeMesh
     from trimesh.ray.ray_pyembree import RayMeshIntersector as _Intersector
 except ImportError:  # pragma: no cover - non-x86 machines without embreex
     from trimesh.ray.ray_triangle import RayMeshIntersector as _Intersector
+
+    _embree_scene = None
 
 BACKGROUND = 255
 _FRONT_RGB = np.array([0.78, 0.80, 0.86])  # shaded front faces: light blue-grey
@@ -144,6 +148,149 @@ def _camera_rays(size: int, fov_deg: float) -> np.ndarray:
     return rays
 
 
+def _candidate_pixels(vertices: np.ndarray, corners: np.ndarray, camera: Camera) -> np.ndarray | None:
+    """(size²,) bool: pixels whose ray may hit a face — those inside some face's projected bounding box,
+    padded by one pixel — or None when a vertex is not in front of the camera (then cast every ray).
+
+    ``corners`` (3, F) are the faces' vertex indices. A ray through the camera centre can only hit a
+    triangle whose projection (a triangle, all corners in front) contains the ray's pixel centre, so
+    every ray skipped misses.
+    """
+    size = camera.size
+    p = (vertices - camera.position) @ camera.rotation  # camera space: x right, y up, looking down −z
+    depth = -p[:, 2]
+    if not (depth > 1e-9 * (1.0 + np.abs(p).max())).all():
+        return None
+    scale = size / (2.0 * math.tan(math.radians(camera.fov_deg) / 2.0))
+    centre = size / 2.0 - 0.5
+    col = (p[:, 0] / depth * scale + centre).clip(-2.0, size + 1.0)  # continuous pixel coordinates
+    row = (centre - p[:, 1] / depth * scale).clip(-2.0, size + 1.0)
+    bounds = []
+    for coord in (col, row):
+        c = coord[corners]
+        low = np.floor(np.minimum(np.minimum(c[0], c[1]), c[2])).astype(np.int64) - 1
+        high = np.ceil(np.maximum(np.maximum(c[0], c[1]), c[2])).astype(np.int64) + 1
+        bounds += [low, high]
+    lo_c, hi_c, lo_r, hi_r = bounds
+    inside = (hi_c >= 0) & (lo_c < size) & (hi_r >= 0) & (lo_r < size)
+    lo_c, hi_c = lo_c[inside].clip(0, size - 1), hi_c[inside].clip(0, size - 1) + 1
+    lo_r, hi_r = lo_r[inside].clip(0, size - 1), hi_r[inside].clip(0, size - 1) + 1
+    width = size + 1  # union of the rectangles: a 2-D difference array and two cumulative sums
+    ends = np.concatenate(
+        [lo_r * width + lo_c, hi_r * width + hi_c, lo_r * width + hi_c, hi_r * width + lo_c]
+    )
+    signs = np.repeat([1.0, 1.0, -1.0, -1.0], len(lo_c))
+    cover = np.bincount(ends, weights=signs, minlength=width * width).reshape(width, width)
+    return (cover.cumsum(axis=0).cumsum(axis=1)[:size, :size] > 0.5).ravel()
+
+
+@lru_cache(maxsize=16)
+def _ray_directions(size: int, fov_deg: float, rotations: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """World ray directions (n·size², 3) float64 of the cameras with these (n, 3, 3) ``rotations``, in
+    render order, and the same as trimesh hands them to embree (float32, unitised in float32)."""
+    rays_cam = _camera_rays(size, fov_deg)
+    turn = np.frombuffer(rotations, dtype=np.float64).reshape(-1, 3, 3)
+    directions = np.concatenate([rays_cam @ r.T for r in turn])
+    unit = trimesh.util.unitize(np.array(directions, dtype=np.float32)).astype(np.float32)
+    directions.setflags(write=False)
+    unit.setflags(write=False)
+    return directions, unit
+
+
+def _first_hits(
+    mesh: trimesh.Trimesh, cameras: Sequence[Camera], directions: np.ndarray, unit: np.ndarray
+) -> np.ndarray:
+    """(n_views·size²,) int64 index of the first face each camera ray hits, −1 for none.
+
+    The same hits as trimesh's embree ``intersects_first`` (the same float32 rays and scaled scene), but
+    rays that cannot hit (:func:`_candidate_pixels`) are not cast.
+    """
+    n_pix = cameras[0].size ** 2
+    positions = np.stack([c.position for c in cameras]).astype(np.float64)
+    if _embree_scene is None:  # pragma: no cover - no embree: trimesh's intersector, every ray
+        origins = np.repeat(positions, n_pix, axis=0)
+        return np.asarray(_Intersector(mesh).intersects_first(origins, directions), dtype=np.int64)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces)
+    corners = np.ascontiguousarray(faces.T)
+    cast = [_candidate_pixels(vertices, corners, c) for c in cameras]
+    rays = np.flatnonzero(np.concatenate([np.ones(n_pix, dtype=bool) if c is None else c for c in cast]))
+    tri = np.full(len(cameras) * n_pix, -1, dtype=np.int64)
+    if len(rays) == 0:
+        return tri
+    # trimesh's _EmbreeWrap: the scene shifted to its minimum corner and scaled to ~100 units (mesh.scale)
+    origin = vertices.min(axis=0)
+    scale = 100.0 / mesh.scale
+    scene = _embree_scene.EmbreeScene()
+    scaled = ((vertices - origin) * scale).astype(np.float32)
+    _EmbreeMesh(scene=scene, vertices=scaled, indices=faces.astype(np.int32))
+    origins = (positions.astype(np.float32).astype(np.float64)[rays // n_pix] - origin) * scale
+    tri[rays] = scene.run(origins.astype(np.float32), unit[rays])
+    return tri
+
+
+@dataclass(frozen=True)
+class RayHits:
+    """First hits of all camera rays of one render, rays in view-major, row-major pixel order.
+
+    face: (n_views·size²,) int64 hit face, −1 for none. hit: (N,) indices of the rays that hit.
+    t: (N,) float64 ray length to the hit (unit directions, recomputed from the face's plane).
+    normals: (N, 3) float64 unit world normals turned towards the camera. front: (N,) the face's
+    winding normal faced the camera.
+    """
+
+    face: np.ndarray
+    hit: np.ndarray
+    t: np.ndarray
+    normals: np.ndarray
+    front: np.ndarray
+
+
+def _check_cameras(cameras: Sequence[Camera]) -> tuple[int, float]:
+    size, fov = cameras[0].size, cameras[0].fov_deg
+    if any(c.size != size or c.fov_deg != fov for c in cameras):
+        raise ValueError("all cameras of one render must share size and fov")
+    return size, fov
+
+
+def cast_rays(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> RayHits:
+    """Cast every pixel ray of ``cameras`` (shared size and fov) at ``mesh`` (not normalised here).
+
+    One embree call for all views, only for the rays that can hit; per-hit quantities in float64,
+    computed coordinate by coordinate with the summation order of the (N, 3) forms (``np.cross``,
+    ``np.einsum``, ``np.linalg.norm``), so they are bit-identical to them.
+    """
+    size, fov = _check_cameras(cameras)
+    n_pix = size * size
+    rotations = np.stack([c.rotation for c in cameras]).astype(np.float64)
+    directions, unit = _ray_directions(size, fov, rotations.tobytes())
+    positions = np.stack([c.position for c in cameras]).astype(np.float64)
+    faces = np.asarray(mesh.faces)
+    coords = np.asarray(mesh.vertices, dtype=np.float64).T
+    tri = _first_hits(mesh, cameras, directions, unit)
+
+    hit = np.flatnonzero(tri >= 0)
+    corner = [faces[tri[hit], k] for k in range(3)]
+    v0 = [c[corner[0]] for c in coords]
+    a = [c[corner[1]] - o for c, o in zip(coords, v0, strict=True)]
+    b = [c[corner[2]] - o for c, o in zip(coords, v0, strict=True)]
+    cross = [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    d = directions[hit].T
+    denom = (cross[0] * d[0] + cross[2] * d[2]) + cross[1] * d[1]  # np.einsum("ij,ij->i") order
+    ok = np.abs(denom) > 1e-300  # embree never reports zero-area faces, but guard the division
+    if not ok.all():
+        hit, denom = hit[ok], denom[ok]
+        v0, cross = [x[ok] for x in v0], [x[ok] for x in cross]
+    origin = positions[hit // n_pix].T
+    w = [x - o for x, o in zip(v0, origin, strict=True)]
+    t = ((cross[0] * w[0] + cross[2] * w[2]) + cross[1] * w[1]) / denom
+    norm = np.sqrt((cross[0] * cross[0] + cross[1] * cross[1]) + cross[2] * cross[2])
+    front = denom < 0  # the winding normal points against the ray, i.e. towards the camera
+    normals = np.stack([c / norm for c in cross], axis=1)
+    normals[~front] *= -1.0
+    return RayHits(tri, hit, t, normals, front)
+
+
 def render_views(
     mesh: trimesh.Trimesh,
     n_views: int = 4,
@@ -157,8 +304,8 @@ def render_views(
 ) -> list[RenderedView]:
     """Ray-cast ``mesh`` from orbiting cameras (see :func:`orbit_cameras`; or pass ``cameras``).
 
-    All views are cast in one embree call. With ``normalize`` (default) the mesh is first scaled to the
-    unit sphere; without it, the caller is responsible for the mesh fitting the cameras.
+    All views are cast in one embree call (:func:`cast_rays`). With ``normalize`` (default) the mesh is
+    first scaled to the unit sphere; without it, the caller is responsible for the mesh fitting the cameras.
     """
     if normalize:
         mesh = normalize_unit_sphere(mesh)
@@ -166,38 +313,19 @@ def render_views(
         check_mesh(mesh)
     if cameras is None:
         cameras = orbit_cameras(n_views, size, elevation_deg, azimuth_offset_deg, fov_deg, distance)
-    size, fov = cameras[0].size, cameras[0].fov_deg
-    if any(c.size != size or c.fov_deg != fov for c in cameras):
-        raise ValueError("all cameras of one render must share size and fov")
+    size, fov = _check_cameras(cameras)
+    hits = cast_rays(mesh, cameras)
     rays_cam = _camera_rays(size, fov)
     n_pix = size * size
-    origins = np.repeat(np.stack([c.position for c in cameras]), n_pix, axis=0)
-    directions = np.concatenate([rays_cam @ c.rotation.T for c in cameras])
-
-    faces = np.asarray(mesh.faces)
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    tri = np.asarray(_Intersector(mesh).intersects_first(origins, directions), dtype=np.int64)
-
-    hit = np.flatnonzero(tri >= 0)
-    v0 = vertices[faces[tri[hit], 0]]
-    cross = np.cross(vertices[faces[tri[hit], 1]] - v0, vertices[faces[tri[hit], 2]] - v0)
-    d = directions[hit]
-    denom = np.einsum("ij,ij->i", cross, d)
-    ok = np.abs(denom) > 1e-300  # embree never reports zero-area faces, but guard the division
-    hit, v0, cross, d, denom = hit[ok], v0[ok], cross[ok], d[ok], denom[ok]
-    t = np.einsum("ij,ij->i", cross, v0 - origins[hit]) / denom
-    normals = cross / np.linalg.norm(cross, axis=1, keepdims=True)
-    front = denom < 0  # the winding normal points against the ray, i.e. towards the camera
-    normals[~front] *= -1.0
-
-    flat_tri = np.full(len(tri), -1, dtype=np.int64)
-    flat_tri[hit] = tri[hit]
-    flat_t = np.zeros(len(tri))
-    flat_t[hit] = t
-    flat_n = np.zeros((len(tri), 3))
-    flat_n[hit] = normals
-    flat_front = np.zeros(len(tri), dtype=bool)
-    flat_front[hit] = front
+    n_rays = len(hits.face)
+    flat_tri = np.full(n_rays, -1, dtype=np.int64)
+    flat_tri[hits.hit] = hits.face[hits.hit]
+    flat_t = np.zeros(n_rays)
+    flat_t[hits.hit] = hits.t
+    flat_n = np.zeros((n_rays, 3))
+    flat_n[hits.hit] = hits.normals
+    flat_front = np.zeros(n_rays, dtype=bool)
+    flat_front[hits.hit] = hits.front
 
     views = []
     for k, cam in enumerate(cameras):
@@ -219,11 +347,14 @@ def render_views(
     return views
 
 
-def camera_points(view: RenderedView) -> np.ndarray:
-    """(H, W, 3) float64 camera-space points back-projected from ``view.depth`` (0 where no hit)."""
-    rays = _camera_rays(view.camera.size, view.camera.fov_deg).reshape(view.camera.size, view.camera.size, 3)
-    points = rays * (view.depth / -rays[..., 2])[..., None]
-    return np.where(view.mask[..., None], points, 0.0)
+def camera_points(view: RenderedView, window: tuple[slice, slice] | None = None) -> np.ndarray:
+    """(H, W, 3) float64 camera-space points back-projected from ``view.depth`` (0 where no hit);
+    only the pixels of ``window`` (rows, columns) when given, with the same values there."""
+    size = view.camera.size
+    window = window or (slice(None), slice(None))
+    rays = _camera_rays(size, view.camera.fov_deg).reshape(size, size, 3)[window]
+    points = rays * (view.depth[window] / -rays[..., 2])[..., None]
+    return np.where(view.mask[window][..., None], points, 0.0)
 
 
 def normal_image(view: RenderedView, space: str = "camera") -> np.ndarray:

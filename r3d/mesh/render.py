@@ -269,24 +269,29 @@ def cast_rays(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> RayHits:
     coords = np.asarray(mesh.vertices, dtype=np.float64).T
     tri = _first_hits(mesh, cameras, directions, unit)
 
-    hit = np.flatnonzero(tri >= 0)
-    corner = [faces[tri[hit], k] for k in range(3)]
+    # per face (bit-identical to per hit: the same operands): edge cross product and its norm
+    corner = [faces[:, k] for k in range(3)]
     v0 = [c[corner[0]] for c in coords]
     a = [c[corner[1]] - o for c, o in zip(coords, v0, strict=True)]
     b = [c[corner[2]] - o for c, o in zip(coords, v0, strict=True)]
-    cross = [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    face_cross = np.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+    face_norm = np.sqrt(
+        (face_cross[0] * face_cross[0] + face_cross[1] * face_cross[1]) + face_cross[2] * face_cross[2]
+    )
+
+    hit = np.flatnonzero(tri >= 0)
+    face = tri[hit]
+    cross = face_cross[:, face]
     d = directions[hit].T
     denom = (cross[0] * d[0] + cross[2] * d[2]) + cross[1] * d[1]  # np.einsum("ij,ij->i") order
     ok = np.abs(denom) > 1e-300  # embree never reports zero-area faces, but guard the division
     if not ok.all():
-        hit, denom = hit[ok], denom[ok]
-        v0, cross = [x[ok] for x in v0], [x[ok] for x in cross]
+        hit, face, denom, cross = hit[ok], face[ok], denom[ok], cross[:, ok]
     origin = positions[hit // n_pix].T
-    w = [x - o for x, o in zip(v0, origin, strict=True)]
+    w = [c[corner[0][face]] - o for c, o in zip(coords, origin, strict=True)]
     t = ((cross[0] * w[0] + cross[2] * w[2]) + cross[1] * w[1]) / denom
-    norm = np.sqrt((cross[0] * cross[0] + cross[1] * cross[1]) + cross[2] * cross[2])
     front = denom < 0  # the winding normal points against the ray, i.e. towards the camera
-    normals = np.stack([c / norm for c in cross], axis=1)
+    normals = (cross / face_norm[face]).T
     normals[~front] *= -1.0
     return RayHits(tri, hit, t, normals, front)
 

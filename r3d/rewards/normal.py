@@ -152,9 +152,7 @@ def _hit_consistency(hits: RayHits, cameras: Sequence[Camera]) -> float:
     bounds = np.searchsorted(view, np.arange(n_views + 1))
     for k, cam in enumerate(cameras):
         sl = slice(bounds[k], bounds[k + 1])
-        world = np.zeros((n_pix, 3))
-        world[pix[sl]] = hits.normals[sl]
-        rendered = (world @ cam.rotation).astype(np.float32)[pix[sl]].astype(np.float64).T
+        rendered = (hits.normals[sl] @ cam.rotation).astype(np.float32).astype(np.float64).T
         cos = (est[0][sl] * rendered[0] + est[2][sl] * rendered[2]) + est[1][sl] * rendered[1]
         cos = cos[valid[sl]]
         total += float(cos.sum())

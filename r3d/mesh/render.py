@@ -148,40 +148,45 @@ def _camera_rays(size: int, fov_deg: float) -> np.ndarray:
     return rays
 
 
-def _candidate_pixels(vertices: np.ndarray, corners: np.ndarray, camera: Camera) -> np.ndarray | None:
-    """(size²,) bool: pixels whose ray may hit a face — those inside some face's projected bounding box,
-    padded by one pixel — or None when a vertex is not in front of the camera (then cast every ray).
+def _candidate_pixels(vertices: np.ndarray, corners: np.ndarray, cameras: Sequence[Camera]) -> np.ndarray:
+    """(n_views·size²,) bool: pixels whose ray may hit a face — inside some face's projected bounding
+    box, padded by one pixel; every pixel of a view that has a vertex not in front of its camera.
 
     ``corners`` (3, F) are the faces' vertex indices. A ray through the camera centre can only hit a
     triangle whose projection (a triangle, all corners in front) contains the ray's pixel centre, so
-    every ray skipped misses.
+    every ray left out misses.
     """
-    size = camera.size
-    p = (vertices - camera.position) @ camera.rotation  # camera space: x right, y up, looking down −z
-    depth = -p[:, 2]
-    if not (depth > 1e-9 * (1.0 + np.abs(p).max())).all():
-        return None
-    scale = size / (2.0 * math.tan(math.radians(camera.fov_deg) / 2.0))
+    size, n = cameras[0].size, len(cameras)
+    positions = np.stack([c.position for c in cameras])[:, None, :]
+    p = (vertices[None] - positions) @ np.stack([c.rotation for c in cameras])  # (n, V, 3) camera space
+    depth = -p[..., 2]
+    in_front = (depth > 1e-9 * (1.0 + np.abs(p).max(axis=(1, 2)))[:, None]).all(axis=1)
+    depth = np.where(in_front[:, None], depth, 1.0)
+    scale = size / (2.0 * math.tan(math.radians(cameras[0].fov_deg) / 2.0))
     centre = size / 2.0 - 0.5
-    col = (p[:, 0] / depth * scale + centre).clip(-2.0, size + 1.0)  # continuous pixel coordinates
-    row = (centre - p[:, 1] / depth * scale).clip(-2.0, size + 1.0)
+    col = (p[..., 0] / depth * scale + centre).clip(-2.0, size + 1.0)  # continuous pixel coordinates
+    row = (centre - p[..., 1] / depth * scale).clip(-2.0, size + 1.0)
     bounds = []
     for coord in (col, row):
-        c = coord[corners]
-        low = np.floor(np.minimum(np.minimum(c[0], c[1]), c[2])).astype(np.int64) - 1
-        high = np.ceil(np.maximum(np.maximum(c[0], c[1]), c[2])).astype(np.int64) + 1
-        bounds += [low, high]
+        c = coord[:, corners]  # (n, 3, F)
+        low = np.floor(np.minimum(np.minimum(c[:, 0], c[:, 1]), c[:, 2])).astype(np.int64) - 1
+        high = np.ceil(np.maximum(np.maximum(c[:, 0], c[:, 1]), c[:, 2])).astype(np.int64) + 1
+        bounds += [low.ravel(), high.ravel()]
     lo_c, hi_c, lo_r, hi_r = bounds
+    view = np.repeat(np.arange(n), corners.shape[1])
     inside = (hi_c >= 0) & (lo_c < size) & (hi_r >= 0) & (lo_r < size)
     lo_c, hi_c = lo_c[inside].clip(0, size - 1), hi_c[inside].clip(0, size - 1) + 1
     lo_r, hi_r = lo_r[inside].clip(0, size - 1), hi_r[inside].clip(0, size - 1) + 1
     width = size + 1  # union of the rectangles: a 2-D difference array and two cumulative sums
+    base = view[inside] * width * width
     ends = np.concatenate(
         [lo_r * width + lo_c, hi_r * width + hi_c, lo_r * width + hi_c, hi_r * width + lo_c]
     )
     signs = np.repeat([1.0, 1.0, -1.0, -1.0], len(lo_c))
-    cover = np.bincount(ends, weights=signs, minlength=width * width).reshape(width, width)
-    return (cover.cumsum(axis=0).cumsum(axis=1)[:size, :size] > 0.5).ravel()
+    cover = np.bincount(np.tile(base, 4) + ends, weights=signs, minlength=n * width * width)
+    covered = cover.reshape(n, width, width).cumsum(axis=1).cumsum(axis=2)[:, :size, :size] > 0.5
+    covered[~in_front] = True
+    return covered.reshape(-1)
 
 
 @lru_cache(maxsize=16)
@@ -212,9 +217,7 @@ def _first_hits(
         return np.asarray(_Intersector(mesh).intersects_first(origins, directions), dtype=np.int64)
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces)
-    corners = np.ascontiguousarray(faces.T)
-    cast = [_candidate_pixels(vertices, corners, c) for c in cameras]
-    rays = np.flatnonzero(np.concatenate([np.ones(n_pix, dtype=bool) if c is None else c for c in cast]))
+    rays = np.flatnonzero(_candidate_pixels(vertices, np.ascontiguousarray(faces.T), cameras))
     tri = np.full(len(cameras) * n_pix, -1, dtype=np.int64)
     if len(rays) == 0:
         return tri
@@ -224,8 +227,9 @@ def _first_hits(
     scene = _embree_scene.EmbreeScene()
     scaled = ((vertices - origin) * scale).astype(np.float32)
     _EmbreeMesh(scene=scene, vertices=scaled, indices=faces.astype(np.int32))
-    origins = (positions.astype(np.float32).astype(np.float64)[rays // n_pix] - origin) * scale
-    tri[rays] = scene.run(origins.astype(np.float32), unit[rays])
+    per_view = np.bincount(rays // n_pix, minlength=len(cameras))
+    origins = ((positions.astype(np.float32).astype(np.float64) - origin) * scale).astype(np.float32)
+    tri[rays] = scene.run(np.repeat(origins, per_view, axis=0), unit[rays])
     return tri
 
 

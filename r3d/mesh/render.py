@@ -150,7 +150,8 @@ def _camera_rays(size: int, fov_deg: float) -> np.ndarray:
 
 def _candidate_pixels(vertices: np.ndarray, corners: np.ndarray, cameras: Sequence[Camera]) -> np.ndarray:
     """(n_views·size²,) bool: pixels whose ray may hit a face — inside some face's projected bounding
-    box, padded by one pixel; every pixel of a view that has a vertex not in front of its camera.
+    box, padded by one pixel (the box of all vertices when faces outnumber a quarter of the pixels);
+    every pixel of a view that has a vertex not in front of its camera.
 
     ``corners`` (3, F) are the faces' vertex indices. A ray through the camera centre can only hit a
     triangle whose projection (a triangle, all corners in front) contains the ray's pixel centre, so
@@ -166,12 +167,22 @@ def _candidate_pixels(vertices: np.ndarray, corners: np.ndarray, cameras: Sequen
     centre = size / 2.0 - 0.5
     col = (p[..., 0] / depth * scale + centre).clip(-2.0, size + 1.0)  # continuous pixel coordinates
     row = (centre - p[..., 1] / depth * scale).clip(-2.0, size + 1.0)
+    low = [(np.floor(x) - 1).astype(np.int32) for x in (col, row)]  # per vertex, padded one pixel
+    high = [(np.ceil(x) + 1).astype(np.int32) for x in (col, row)]
+    if corners.shape[1] > size * size // 4:
+        # many small faces: their boxes tile the silhouette; the vertices' box costs far less to find
+        covered = np.zeros((n, size, size), dtype=bool)
+        for k in range(n):
+            r0, r1 = max(low[1][k].min(), 0), min(high[1][k].max(), size - 1) + 1
+            c0, c1 = max(low[0][k].min(), 0), min(high[0][k].max(), size - 1) + 1
+            covered[k, r0:r1, c0:c1] = True
+        covered[~in_front] = True
+        return covered.reshape(-1)
     bounds = []
-    for coord in (col, row):
-        c = coord[:, corners]  # (n, 3, F)
-        low = np.floor(np.minimum(np.minimum(c[:, 0], c[:, 1]), c[:, 2])).astype(np.int64) - 1
-        high = np.ceil(np.maximum(np.maximum(c[:, 0], c[:, 1]), c[:, 2])).astype(np.int64) + 1
-        bounds += [low.ravel(), high.ravel()]
+    for lo, hi in zip(low, high, strict=True):
+        a, b = lo[:, corners], hi[:, corners]  # (n, 3, F)
+        bounds += [np.minimum(np.minimum(a[:, 0], a[:, 1]), a[:, 2]).ravel()]
+        bounds += [np.maximum(np.maximum(b[:, 0], b[:, 1]), b[:, 2]).ravel()]
     lo_c, hi_c, lo_r, hi_r = bounds
     view = np.repeat(np.arange(n), corners.shape[1])
     inside = (hi_c >= 0) & (lo_c < size) & (hi_r >= 0) & (lo_r < size)

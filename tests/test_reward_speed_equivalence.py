@@ -288,14 +288,16 @@ def test_measure_many_equals_reference_measures_for_every_chunk_size(
     assert [measures.measure(m).as_dict() for m in meshes[-6:]] == expected[-6:]
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")  # the NaN mesh
 def test_weld_topology_and_face_geometry_equal_the_reference(shared_meshes):
     """The public building blocks return the reference's arrays exactly (same kept vertex per merge
     group and vertex order as trimesh; edges in the same order; identical float64 face terms)."""
-    for mesh in broken_meshes()[:17] + shared_meshes[:3]:
+    for mesh in broken_meshes() + shared_meshes[:3]:
+        ours, ref = measures.weld(mesh), ref_weld(mesh)
+        assert np.array_equal(ours.vertices, ref.vertices, equal_nan=True)
+        assert np.array_equal(ours.faces, ref.faces)
         if not np.isfinite(mesh.vertices).all() or len(mesh.faces) == 0:
             continue
-        ours, ref = measures.weld(mesh), ref_weld(mesh)
-        assert np.array_equal(ours.vertices, ref.vertices) and np.array_equal(ours.faces, ref.faces)
         faces = np.asarray(ref.faces, dtype=np.int64)
         ours_topo, ref_topo = vars(measures.edge_topology(faces)), vars(ref_edge_topology(faces))
         for a, b in zip(ours_topo.values(), ref_topo.values(), strict=True):

@@ -136,8 +136,9 @@ def weld(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     """Geometry-only copy of ``mesh`` with coincident vertices merged and unused vertices dropped."""
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
-    if len(faces):
-        vertices, faces, _ = _weld_arrays(vertices, faces, np.zeros(len(vertices), dtype=np.int64))
+    if len(faces) == 0:  # nothing is referenced: trimesh's merge then drops every vertex
+        return trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), process=False)
+    vertices, faces, _ = _weld_arrays(vertices, faces, np.zeros(len(vertices), dtype=np.int64))
     return trimesh.Trimesh(vertices, faces, process=False)
 
 

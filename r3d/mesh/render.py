@@ -200,17 +200,34 @@ def _candidate_pixels(vertices: np.ndarray, corners: np.ndarray, cameras: Sequen
     return covered.reshape(-1)
 
 
+def _columns(array: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The columns of a read-only (N, k) array as contiguous, read-only (N,) arrays."""
+    columns = tuple(np.ascontiguousarray(c) for c in array.T)
+    for c in columns:
+        c.setflags(write=False)
+    return columns
+
+
 @lru_cache(maxsize=16)
-def _ray_directions(size: int, fov_deg: float, rotations: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _camera_ray_columns(size: int, fov_deg: float) -> tuple[np.ndarray, ...]:
+    """:func:`_camera_rays` as its x, y, z columns."""
+    return _columns(_camera_rays(size, fov_deg))
+
+
+@lru_cache(maxsize=16)
+def _ray_directions(
+    size: int, fov_deg: float, rotations: bytes
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """World ray directions (n·size², 3) float64 of the cameras with these (n, 3, 3) ``rotations``, in
-    render order, and the same as trimesh hands them to embree (float32, unitised in float32)."""
+    render order; the same as trimesh hands them to embree (float32, unitised in float32); and the
+    float64 directions' x, y, z columns."""
     rays_cam = _camera_rays(size, fov_deg)
     turn = np.frombuffer(rotations, dtype=np.float64).reshape(-1, 3, 3)
     directions = np.concatenate([rays_cam @ r.T for r in turn])
     unit = trimesh.util.unitize(np.array(directions, dtype=np.float32)).astype(np.float32)
     directions.setflags(write=False)
     unit.setflags(write=False)
-    return directions, unit
+    return directions, unit, _columns(directions)
 
 
 def _first_hits(
@@ -278,7 +295,7 @@ def cast_rays(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> RayHits:
     size, fov = _check_cameras(cameras)
     n_pix = size * size
     rotations = np.stack([c.rotation for c in cameras]).astype(np.float64)
-    directions, unit = _ray_directions(size, fov, rotations.tobytes())
+    directions, unit, columns = _ray_directions(size, fov, rotations.tobytes())
     positions = np.stack([c.position for c in cameras]).astype(np.float64)
     faces = np.asarray(mesh.faces)
     coords = np.asarray(mesh.vertices, dtype=np.float64).T
@@ -297,7 +314,7 @@ def cast_rays(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> RayHits:
     hit = np.flatnonzero(tri >= 0)
     face = tri[hit]
     cross = face_cross[:, face]
-    d = directions[hit].T
+    d = [c[hit] for c in columns]
     denom = (cross[0] * d[0] + cross[2] * d[2]) + cross[1] * d[1]  # np.einsum("ij,ij->i") order
     ok = np.abs(denom) > 1e-300  # embree never reports zero-area faces, but guard the division
     if not ok.all():
@@ -306,8 +323,8 @@ def cast_rays(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> RayHits:
     w = [c[corner[0][face]] - o for c, o in zip(coords, origin, strict=True)]
     t = ((cross[0] * w[0] + cross[2] * w[2]) + cross[1] * w[1]) / denom
     front = denom < 0  # the winding normal points against the ray, i.e. towards the camera
-    normals = (cross / face_norm[face]).T
-    normals[~front] *= -1.0
+    unit_normal = [c / face_norm[face] for c in cross]
+    normals = np.stack([np.where(front, c, -c) for c in unit_normal], axis=1)
     return RayHits(tri, hit, t, normals, front)
 
 

@@ -30,7 +30,7 @@ from r3d.mesh.render import (
     Camera,
     RayHits,
     RenderedView,
-    _camera_rays,
+    _camera_ray_columns,
     camera_points,
     cast_rays,
     normalize_unit_sphere,
@@ -116,12 +116,11 @@ def _hit_consistency(hits: RayHits, cameras: Sequence[Camera]) -> float:
     """
     size = cameras[0].size
     n_pix, n_views = size * size, len(cameras)
-    rays = _camera_rays(size, cameras[0].fov_deg)
     p = hits.hit  # ascending: view-major, then row-major within a view
     view, pix = p // n_pix, p % n_pix
     row, col = pix // size, pix % size
-    depth = hits.t * -rays[pix, 2]
-    ray = rays[pix].T
+    ray = [c[pix] for c in _camera_ray_columns(size, cameras[0].fov_deg)]
+    depth = hits.t * -ray[2]
     points = [r * (depth / -ray[2]) for r in ray]
     image = np.zeros((3, n_views * n_pix))
     image[:, p] = points

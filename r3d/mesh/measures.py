@@ -14,6 +14,10 @@ contributes three half-edges.
   the pair's winding clashes), θ₀ = 30° by default. Noise and staircase artefacts raise θ_e.
 * ``degenerate``  = 1 − (#faces with quality q < q₀) / #faces, q = 4√3·A / (a² + b² + c²) (1 for an
   equilateral triangle, 0 for zero area), q₀ = 0.01 by default (zero-area faces and extreme slivers).
+
+:func:`measure_many` measures a batch in vectorised chunks (welding by a checked hash, edges by one
+packed integer sort, components over a face graph); every value is bit-identical to measuring each
+mesh alone, and to the previous per-mesh trimesh implementation (tests/test_reward_speed_equivalence.py).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ Conventions
   face's front side (per its winding).
 * Hit distances are recomputed in float64 from the hit triangle's plane, so the points back-projected
   from ``depth`` lie exactly on the rendered faces (embree itself works in float32).
+* Rays are cast with exactly the float32 inputs trimesh's embree intersector would use, but only those
+  that can hit (pixels inside a face's or the mesh's projected box); the maps equal casting every ray.
 """
 
 from __future__ import annotations

@@ -232,6 +232,18 @@ def _ray_directions(
     return directions, unit, _columns(directions)
 
 
+def _trimesh_scale(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """``Trimesh.scale`` (diagonal of the referenced vertices' box, 1.0 if none or ~0) without its caches."""
+    referenced = np.zeros(len(vertices), dtype=bool)
+    referenced[faces] = True
+    used = vertices[referenced]
+    if len(used) == 0:
+        return 1.0
+    extents = np.ptp(np.array([used.min(axis=0), used.max(axis=0)]), axis=0)
+    scale = float((extents**2).sum() ** 0.5)
+    return 1.0 if scale < trimesh.tol.zero else scale
+
+
 def _first_hits(
     mesh: trimesh.Trimesh, cameras: Sequence[Camera], directions: np.ndarray, unit: np.ndarray
 ) -> np.ndarray:
@@ -253,7 +265,7 @@ def _first_hits(
         return tri
     # trimesh's _EmbreeWrap: the scene shifted to its minimum corner and scaled to ~100 units (mesh.scale)
     origin = vertices.min(axis=0)
-    scale = 100.0 / mesh.scale
+    scale = 100.0 / _trimesh_scale(vertices, faces)
     scene = _embree_scene.EmbreeScene()
     scaled = ((vertices - origin) * scale).astype(np.float32)
     _EmbreeMesh(scene=scene, vertices=scaled, indices=faces.astype(np.int32))

@@ -26,7 +26,16 @@ import torch
 import trimesh
 
 from r3d.core.errors import R3DError
-from r3d.mesh.render import RenderedView, camera_points, orbit_cameras, render_views
+from r3d.mesh.render import (
+    Camera,
+    RayHits,
+    RenderedView,
+    _camera_ray_columns,
+    camera_points,
+    cast_rays,
+    normalize_unit_sphere,
+    orbit_cameras,
+)
 
 
 def _one_sided(points: np.ndarray, mask: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,11 +59,10 @@ def _one_sided(points: np.ndarray, mask: np.ndarray, axis: int) -> tuple[np.ndar
     return tangent, mask & (fwd_ok | bwd_ok)
 
 
-def normals_from_depth(view: RenderedView) -> tuple[np.ndarray, np.ndarray]:
-    """Camera-space unit normals (H, W, 3) estimated from ``view.depth``, and the (H, W) valid mask."""
-    points = camera_points(view)
-    tx, ok_x = _one_sided(points, view.mask, axis=1)
-    t_down, ok_y = _one_sided(points, view.mask, axis=0)
+def _normals_from_points(points: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit depth normals (H, W, 3) and valid mask (H, W) from camera points (H, W, 3) and hit ``mask``."""
+    tx, ok_x = _one_sided(points, mask, axis=1)
+    t_down, ok_y = _one_sided(points, mask, axis=0)
     normals = np.cross(tx, -t_down)  # image x (right) × image y (up) points towards the camera (+z)
     norm = np.linalg.norm(normals, axis=-1, keepdims=True)
     valid = ok_x & ok_y & (norm[..., 0] > 0)
@@ -64,12 +72,88 @@ def normals_from_depth(view: RenderedView) -> tuple[np.ndarray, np.ndarray]:
     return normals, valid
 
 
+def normals_from_depth(view: RenderedView) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-space unit normals (H, W, 3) estimated from ``view.depth``, and the (H, W) valid mask."""
+    return _normals_from_points(camera_points(view), view.mask)
+
+
+def _hit_window(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box (rows, columns) of a (H, W) mask's True pixels, None if there are none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 def normal_consistency(views: Sequence[RenderedView]) -> float:
-    """max(0, mean cos(n_depth, n_render)) over the valid pixels of all ``views``; 0 if none is valid."""
+    """max(0, mean cos(n_depth, n_render)) over the valid pixels of all ``views``; 0 if none is valid.
+
+    Each view is evaluated on the bounding box of its hit pixels only: outside it no pixel is valid and
+    no valid pixel has a neighbour, so the values (and their summation order) are those of the full image.
+    """
     total, count = 0.0, 0
     for view in views:
-        est, valid = normals_from_depth(view)
-        cos = np.einsum("ijk,ijk->ij", est, view.normals_cam.astype(np.float64))[valid]
+        window = _hit_window(view.mask)
+        if window is None:
+            continue
+        est, valid = _normals_from_points(
+            camera_points(view, window), np.ascontiguousarray(view.mask[window])
+        )
+        rendered = np.ascontiguousarray(view.normals_cam[window], dtype=np.float64)
+        cos = np.einsum("ijk,ijk->ij", est, rendered)[valid]
+        total += float(cos.sum())
+        count += int(cos.size)
+    return max(0.0, total / count) if count else 0.0
+
+
+def _hit_consistency(hits: RayHits, cameras: Sequence[Camera]) -> float:
+    """:func:`normal_consistency` of the views of ``hits``, computed on the hit pixels only.
+
+    Pixel by pixel the same arithmetic as :func:`normals_from_depth` on full images (neighbours looked
+    up in flat per-view images; sums in the order of ``np.cross`` / ``np.einsum`` / ``np.linalg.norm``),
+    so the value is bit-identical to rendering the views and calling :func:`normal_consistency`.
+    """
+    size = cameras[0].size
+    n_pix, n_views = size * size, len(cameras)
+    p = hits.hit  # ascending: view-major, then row-major within a view
+    view, pix = p // n_pix, p % n_pix
+    row, col = pix // size, pix % size
+    ray = [c[pix] for c in _camera_ray_columns(size, cameras[0].fov_deg)]
+    depth = hits.t * -ray[2]
+    points = [r * (depth / -ray[2]) for r in ray]
+    image = np.zeros((3, n_views * n_pix))
+    image[:, p] = points
+    hit_image = np.zeros(n_views * n_pix + size, dtype=bool)  # padded: p + size stays in range
+    hit_image[p] = True
+
+    def tangent(step: int, has_next: np.ndarray, has_prev: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        nxt, prv = p + step, np.maximum(p - step, 0)
+        fwd_ok, bwd_ok = has_next & hit_image[nxt], has_prev & hit_image[prv]
+        fwd = [image[k][np.minimum(nxt, len(image[k]) - 1)] - points[k] for k in range(3)]
+        bwd = [points[k] - image[k][prv] for k in range(3)]
+        use_fwd = fwd_ok & (~bwd_ok | (np.abs(fwd[2]) <= np.abs(bwd[2])))
+        return [np.where(use_fwd, f, b) for f, b in zip(fwd, bwd, strict=True)], fwd_ok | bwd_ok
+
+    tx, ok_x = tangent(1, col < size - 1, col > 0)
+    td, ok_y = tangent(size, row < size - 1, row > 0)
+    up = [-x for x in td]
+    cross = [tx[1] * up[2] - tx[2] * up[1], tx[2] * up[0] - tx[0] * up[2], tx[0] * up[1] - tx[1] * up[0]]
+    norm = np.sqrt((cross[0] * cross[0] + cross[1] * cross[1]) + cross[2] * cross[2])
+    valid = ok_x & ok_y & (norm > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        est = [np.where(norm > 0, c / norm, 0.0) for c in cross]
+    away = [-x for x in points]
+    facing_away = ((est[0] * away[0] + est[2] * away[2]) + est[1] * away[1]) < 0
+    est = [np.where(facing_away, -e, e) for e in est]
+
+    total, count = 0.0, 0
+    bounds = np.searchsorted(view, np.arange(n_views + 1))
+    for k, cam in enumerate(cameras):
+        sl = slice(bounds[k], bounds[k + 1])
+        rendered = (hits.normals[sl] @ cam.rotation).astype(np.float32).astype(np.float64).T
+        cos = (est[0][sl] * rendered[0] + est[2][sl] * rendered[2]) + est[1][sl] * rendered[1]
+        cos = cos[valid[sl]]
         total += float(cos.sum())
         count += int(cos.size)
     return max(0.0, total / count) if count else 0.0
@@ -110,10 +194,10 @@ class NormalReward:
         if not isinstance(mesh, trimesh.Trimesh):
             raise TypeError(f"normal reward scores trimesh.Trimesh or None, got {type(mesh).__name__}")
         try:
-            views = render_views(mesh, cameras=self.cameras)
+            mesh = normalize_unit_sphere(mesh)
         except R3DError:  # no faces / non-finite vertices: a failed generation, not a user error
             return 0.0
-        return normal_consistency(views)
+        return _hit_consistency(cast_rays(mesh, self.cameras), self.cameras)
 
     def __call__(
         self, artifacts: Sequence[Any], prompts: Sequence[str] | None = None

@@ -16,10 +16,9 @@ import pytest
 import torch
 from test_remote_rewards import LoopbackServer
 
+from r3d.chat.client import OpenAIChatClient, OpenAIEndpoint, Query
 from r3d.core.errors import R3DError
 from r3d.core.http import origin
-from r3d.edit.chat_client import OpenAIChatClient, Query
-from r3d.edit.config import OpenAIEndpoint
 from r3d.rewards.remote import RemoteReward
 
 KEY = "sk-never-elsewhere"

@@ -4,9 +4,10 @@ Public API: :func:`parse_score`, :func:`run_bench`, :class:`BenchEditConfig`, :f
 Heavy modules (diffusers, transformers) load only when a phase needs them.
 """
 
-from r3d.edit.config import BenchEditConfig, EditorConfig, JudgeConfig, OpenAIEndpoint
+from r3d.chat.client import OpenAIEndpoint
+from r3d.chat.scores import parse_score, parse_score_explained
+from r3d.edit.config import BenchEditConfig, EditorConfig, JudgeConfig
 from r3d.edit.dataset import CATEGORIES, EditSample, load_dataset
-from r3d.edit.parsing import parse_score, parse_score_explained
 from r3d.edit.runner import RunResult, run_bench
 
 __all__ = [

@@ -3,7 +3,7 @@
 :class:`Judge` turns (original, edited) pairs into scores with the questions of
 :mod:`r3d.edit.prompts`, whatever the backend:
 
-- ``generate``: ask, parse with :func:`r3d.edit.parsing.parse_score_explained`; an answer that holds
+- ``generate``: ask, parse with :func:`r3d.chat.scores.parse_score_explained`; an answer that holds
   no score is asked once more with the stricter prompt (number only). A score that still cannot be
   read stays ``None`` with the raw text and the reason — never a made-up number.
 - ``expected`` (local only): ask the number-only prompt and take the expectation of the score under
@@ -29,12 +29,12 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from r3d.chat.client import Answer, OpenAIChatClient, Query
+from r3d.chat.scores import parse_score_explained
 from r3d.core.errors import R3DError
-from r3d.edit.chat_client import Answer, OpenAIChatClient, Query
 from r3d.edit.config import JudgeConfig
 from r3d.edit.dataset import EditSample
 from r3d.edit.editors import resolve_device, resolve_dtype
-from r3d.edit.parsing import parse_score_explained
 from r3d.edit.prompts import MAX_SCORE, Question, build_questions, combine
 from r3d.edit.tiny import TINY, tiny_judge
 from r3d.edit.vl_inputs import IMAGE_TOKEN, QwenVLInputs, vision_token_ids

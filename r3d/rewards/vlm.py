@@ -4,8 +4,8 @@ rates each artifact against its prompt.
 Meshes are rendered on the CPU (:func:`r3d.mesh.render.render_views`, unit-sphere normalised, shaded,
 ``n_views`` orbit views side by side in one image); images are sent as they are. Each artifact is one
 ``/chat/completions`` request (the image as a PNG data URI, then the question; temperature 0) through
-:class:`r3d.edit.chat_client.OpenAIChatClient`: at most ``concurrency`` requests in flight, per-request
-timeout, retries with backoff. The answer is read with :func:`r3d.edit.parsing.parse_score_explained`
+:class:`r3d.chat.client.OpenAIChatClient`: at most ``concurrency`` requests in flight, per-request
+timeout, retries with backoff. The answer is read with :func:`r3d.chat.scores.parse_score_explained`
 (0–``max_score``), and the reward is score / max_score ∈ [0, 1].
 
 Never an invented score: an answer without a readable score, or a request that failed after its
@@ -29,10 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from r3d.chat.client import OpenAIChatClient, OpenAIEndpoint, Query
+from r3d.chat.scores import parse_score_explained
 from r3d.core.errors import R3DError
-from r3d.edit.chat_client import OpenAIChatClient, Query
-from r3d.edit.config import OpenAIEndpoint
-from r3d.edit.parsing import parse_score_explained
 
 log = logging.getLogger("r3d.rewards")
 

@@ -18,9 +18,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
+from pydantic import Field
 
 from r3d.core.http import http_attempt, with_retries
-from r3d.edit.config import OpenAIEndpoint
+from r3d.core.recipe import StrictModel
+
+
+class OpenAIEndpoint(StrictModel):
+    """An OpenAI-compatible chat-completions server (vLLM, SGLang, ...) that serves the judge."""
+
+    base_url: str = Field(
+        "http://127.0.0.1:8000/v1", description="URL up to /v1; /chat/completions is appended"
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="environment variable with the key ('EMPTY' if unset)"
+    )
+    concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
+    retries: int = Field(3, ge=0, description="extra attempts after a timeout, connection error, 408/429/5xx")
+    backoff_s: float = Field(2.0, ge=0, description="first retry delay; doubles every attempt")
+    max_backoff_s: float = Field(60.0, ge=0)
 
 
 @dataclass

@@ -8,6 +8,7 @@ import torch
 
 from r3d.mesh.render import orbit_cameras
 from r3d.models.shapes_data import CLASSES, grid_coords, grid_to_mesh
+from r3d.models.tiny_shapes import TinyShapesPolicy
 from r3d.render.cameras import orbit, orbit_views
 from r3d.render.field import render_field
 from r3d.render.splat import GaussianCloud, Gaussians, render_gaussians
@@ -80,6 +81,8 @@ class CosinePolicy:
         self.latent_mean = torch.zeros(k, k, k, dtype=torch.float64)
         self.latent_mean[0, 0, 0] = 0.2  # a blob: negative inside near the centre
         self.latent_mean[1, 1, 1] = 0.45
+
+    decode_field = TinyShapesPolicy.decode_field  # the render rewards' hook, tiny-shapes' cosine series
 
 
 @pytest.mark.parametrize("reward_cls", [SilhouetteReward, NormalConsistencyReward])

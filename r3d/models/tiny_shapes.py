@@ -192,6 +192,12 @@ class TinyShapesPolicy:
         x0 = self.predict_x0(x, sigma, cond)
         return (x - x0) / sigma.clamp_min(SIGMA_MIN).view(-1, 1, 1, 1)
 
+    def decode_field(self, x0: torch.Tensor, resolution: int) -> torch.Tensor:
+        """Differentiable SDF grids (B, R, R, R) over [−1, 1]³ of clean latents x0 (B, 10, 10, 10): the
+        render-based rewards' hook; the same cosine basis as :meth:`to_grid`, without detaching."""
+        coeffs = x0 * self.latent_std.to(x0) + self.latent_mean.to(x0)
+        return coeffs_to_grid(coeffs, resolution)
+
     def to_grid(self, x: torch.Tensor, resolution: int | None = None) -> torch.Tensor:
         """Latents (B, K, K, K) → SDF grids (B, R, R, R) over [−1, 1]³ (cell-centred)."""
         coeffs = x.detach().float().cpu() * self.latent_std + self.latent_mean

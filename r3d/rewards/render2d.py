@@ -52,18 +52,11 @@ def _is_mesh(a: Any) -> bool:
 def decode_field(policy: Any, x0: torch.Tensor, resolution: int) -> torch.Tensor:
     """Differentiable SDF grids (B, R, R, R) over [−1, 1]³ from clean latents of a field policy.
 
-    Uses ``policy.decode_field(x0, resolution)`` when the policy has it; otherwise a tiny-shapes policy
-    (standardised cosine coefficients with ``latent_mean`` / ``latent_std``) is decoded here with the
-    same cosine basis as its own ``to_grid`` (which detaches).
+    Uses the policy's ``decode_field(x0, resolution)`` hook (see docs/adapters.md).
     """
     hook = getattr(policy, "decode_field", None)
     if hook is not None:
         return hook(x0, resolution)
-    if hasattr(policy, "latent_mean") and hasattr(policy, "latent_std"):
-        from r3d.models.tiny_shapes import coeffs_to_grid
-
-        coeffs = x0 * policy.latent_std.to(x0) + policy.latent_mean.to(x0)
-        return coeffs_to_grid(coeffs, resolution)
     raise R3DError(
         f"policy {type(policy).__name__} has no differentiable decode (decode_field or render_latents); "
         "a render-based reward cannot be differentiated through it"

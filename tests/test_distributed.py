@@ -146,3 +146,29 @@ def test_tiny_mesh_recipe_on_two_accelerate_processes(tmp_path):
         for key in ("reward", "reward/semantic", "reward/geometry", "eval/reward", "kl"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["iteration"], key)
+
+
+def test_init_from_env_is_idempotent(monkeypatch):
+    """A second call in the same process does nothing: accelerate's one-process --cpu warning comes
+    once per run, not once per caller (catches a join that is repeated by every layer)."""
+    from r3d.core import distributed
+
+    monkeypatch.setattr(distributed, "_joined", False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.warns(UserWarning, match="started a single process") as record:
+        distributed.init_from_env()
+        distributed.init_from_env()
+    assert len(record) == 1 and distributed.world_size() == 1
+
+
+def test_a_launched_process_that_never_joined_is_refused(monkeypatch, tmp_path):
+    """Under a launcher (WORLD_SIZE 2) a trainer built without init_from_env would train alone and
+    share the run folder with its siblings: it is a one-line R3DError instead."""
+    from r3d.core.errors import R3DError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = GRPORecipe.model_validate(RECIPE)
+    with pytest.raises(R3DError, match="init_from_env"):
+        GRPOTrainer(cfg, ToyPolicy(), RewardMix([ToyReward()], [1.0]), tmp_path, log=print)

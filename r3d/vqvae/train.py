@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from r3d.core.device import resolve_device
 from r3d.core.errors import R3DError
 from r3d.core.io import append_jsonl, atomic_write_json, atomic_write_text
 from r3d.core.recipe import save_resolved
@@ -101,15 +102,6 @@ def state_digest(*modules: torch.nn.Module) -> str:
 
 
 # ----------------------------------------------------------------------------- setup
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise R3DError(f"device {spec} requested but CUDA is not available; use --device cpu")
-    return dev
 
 
 def pretrained_prefixes(cfg: VQVAERecipe) -> tuple[Path, Path] | None:

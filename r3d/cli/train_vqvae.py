@@ -97,7 +97,8 @@ def train_vqvae(
 
 
 def _train_with_bar(cfg: VQVAERecipe, run_dir: Path, resuming: bool, show_bar: bool) -> dict[str, Any]:
-    """Run the trainer under a progress bar on stderr; its log lines print above the bar."""
+    """Run the trainer with a progress bar on stderr, drawn from the first step on (a setup error stays
+    one line); the trainer's log lines print above it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from r3d.vqvae.train import train_vqvae as run
@@ -109,13 +110,19 @@ def _train_with_bar(cfg: VQVAERecipe, run_dir: Path, resuming: bool, show_bar: b
         TextColumn("{task.fields[info]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, disable=not show_bar, transient=False) as bar:
-        task = bar.add_task("train", total=cfg.train.steps, info="")
+    bar = Progress(*columns, console=err_console, disable=not show_bar, transient=False)
+    task = bar.add_task("train", total=cfg.train.steps, info="")
+    started = False
 
-        def progress(step: int, total: int, shown: dict[str, float]) -> None:
-            info = "  ".join(f"{k} {v:.4g}" for k, v in shown.items())
-            bar.update(task, completed=step, total=total, info=info)
+    def progress(step: int, total: int, shown: dict[str, float]) -> None:
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
+        info = "  ".join(f"{k} {v:.4g}" for k, v in shown.items())
+        bar.update(task, completed=step, total=total, info=info)
 
+    try:
         return run(
             cfg,
             run_dir,
@@ -123,3 +130,6 @@ def _train_with_bar(cfg: VQVAERecipe, run_dir: Path, resuming: bool, show_bar: b
             log=lambda line: bar.console.print(line, highlight=False, markup=False),
             progress=progress,
         )
+    finally:
+        if started:
+            bar.stop()

@@ -1,4 +1,5 @@
-"""Training loop of ``r3d train-vqvae`` (stages ``vae``, ``codebook``, ``joint``; see config.py).
+"""Training of ``r3d train-vqvae``: :class:`VQVAETrainer` (stages ``vae``, ``codebook``, ``joint``; see
+config.py) and :func:`train_vqvae`, which builds, resumes and runs one.
 
 Per step: a deterministic batch (data.StepBatches) → the stage's loss → AdamW step (gradient clipping,
 warm-up + schedule) → EMA codebook update / dead-code restart inside the quantizer. Every ``eval_every``
@@ -7,7 +8,8 @@ the held-out files: reconstruction IoU / F1 at logit > 0 (per shape, averaged), 
 health (usage, perplexity, codes used over the pass, dead codes). Metrics go to ``metrics.jsonl`` and
 TensorBoard (``tb/``); checkpoints to ``checkpoints/step-N`` (atomic; ``--resume`` continues exactly);
 Ctrl-C writes a checkpoint before stopping. At the end: ``final/``, ``export/`` (TRELLIS-format
-encoder/decoder + codebook) and ``summary.json``.
+encoder/decoder + codebook) and ``summary.json``. Library code: nothing is printed; lines go to a
+``log`` callback and per-step progress to a ``progress`` callback (the CLI draws them).
 """
 
 from __future__ import annotations

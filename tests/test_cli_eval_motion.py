@@ -11,10 +11,7 @@ from r3d.cli.main import main
 from r3d.motion.artifacts import Motion, save_motion_folder
 from r3d.motion.synthetic import build_dataset
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("R3D_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("cache_dir")  # conftest: a fresh R3D_CACHE_DIR per test
 
 
 def _folder(path, shuffle_captions: bool):

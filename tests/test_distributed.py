@@ -1,7 +1,6 @@
 """Two CPU processes (gloo; launched by torchrun, accelerate or mpirun) reproduce the one-process run with
 the same global batch."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from toy_policy import ToyPolicy, ToyReward
 
 from r3d.core.config import GRPORecipe
 from r3d.core.grpo import GRPOTrainer
+from r3d.core.io import read_jsonl
 from r3d.core.rewards import RewardMix
 
 TESTS = Path(__file__).parent
@@ -58,7 +58,7 @@ def run(cmd, cwd):
 
 
 def metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return read_jsonl(run_dir / "metrics.jsonl")
 
 
 def launch(cmd, folder, recipe):

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from r3d.core.config import GRPORecipe
+from r3d.core.device import resolve_device
 from r3d.core.errors import R3DError
 from r3d.core.grpo import GRPOTrainer
 from r3d.core.memory import (
@@ -24,7 +25,6 @@ from r3d.core.memory import (
     count_parameters,
     find_modules,
     measure_batched,
-    resolve_device,
     saved_peak,
     unit_peak,
 )
@@ -88,7 +88,7 @@ def _dry_build(
     check_options(factory, options, f"{kind} '{name}'")
     params = inspect.signature(factory).parameters
     default = params["device"].default if "device" in params else "cpu"
-    device = resolve_device(options.get("device", default))
+    device = str(resolve_device(options.get("device", default), require_available=False))
     label = f"{kind} {name}"
     errors: list[str] = []
     hook = getattr(factory, "missing_weights", None)

@@ -108,7 +108,7 @@ def make_trainer(
 ) -> GRPOTrainer:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    dist.init_from_env()  # join the process group before building: a policy may place itself per rank
+    dist.check_joined()  # the caller joined the launcher's group before this build (init_from_env)
     check_device(cfg)
     fresh = not run_dir.exists()
     if dist.is_main():  # one writer per run folder; the kernel drops the lock when this process ends

@@ -11,10 +11,7 @@ from r3d.cli.main import main
 from r3d.motion.artifacts import Motion, save_motion_folder
 from r3d.motion.synthetic import build_dataset
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("R3D_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("cache_dir")  # conftest: a fresh R3D_CACHE_DIR per test
 
 
 def _folder(path, shuffle_captions: bool):
@@ -156,3 +153,38 @@ def test_baseline_pairs_base_and_adapter_on_the_same_captions_and_noise(tmp_path
 def test_baseline_without_adapter_is_a_one_line_error(capsys):
     assert main(["eval-motion", "--baseline", "--num-samples", "32"]) == 2
     assert "--adapter" in capsys.readouterr().err
+
+
+def test_option_objects_are_keyword_only_and_default_like_the_cli():
+    """run_eval_motion / evaluate_protocol take small keyword-only option objects (a positional call is
+    a TypeError, so a reordered argument cannot silently land in the wrong slot), and every field's
+    default equals the default of the CLI option that sets it (library and CLI cannot drift)."""
+    import dataclasses
+    import inspect
+
+    from r3d.cli.eval_motion import eval_motion
+    from r3d.motion.evaluate import (
+        MeasureOptions,
+        ModelOptions,
+        ProtocolOptions,
+        evaluate_protocol,
+        run_eval_motion,
+    )
+
+    with pytest.raises(TypeError):
+        run_eval_motion("tiny_motion")  # type: ignore[misc]
+    for cls in (ModelOptions, MeasureOptions, ProtocolOptions):
+        with pytest.raises(TypeError):
+            cls(1)  # type: ignore[call-arg]
+    after_options = list(inspect.signature(evaluate_protocol).parameters.values())[3:]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in after_options)
+    cli = {name: p.default for name, p in inspect.signature(eval_motion).parameters.items()}
+    renamed = {"guidance_scale": "guidance"}
+    checked = 0
+    for cls in (ModelOptions, MeasureOptions, ProtocolOptions):
+        for f in dataclasses.fields(cls):
+            name = renamed.get(f.name, f.name)
+            if name in cli:
+                assert f.default == cli[name], (cls.__name__, f.name)
+                checked += 1
+    assert checked == 19  # every CLI option that feeds an option object

@@ -1,7 +1,6 @@
 """Two CPU processes (gloo; launched by torchrun, accelerate or mpirun) reproduce the one-process run with
 the same global batch."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from toy_policy import ToyPolicy, ToyReward
 
 from r3d.core.config import GRPORecipe
 from r3d.core.grpo import GRPOTrainer
+from r3d.core.io import read_jsonl
 from r3d.core.rewards import RewardMix
 
 TESTS = Path(__file__).parent
@@ -50,7 +50,8 @@ class RankReward(ToyReward):
 
 
 def run(cmd, cwd):
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
+    # the checkout under test first (not whichever r3d is installed), then the toy policy's folder
+    env = {**os.environ, "PYTHONPATH": f"{TESTS.parent}{os.pathsep}{TESTS}", "OMP_NUM_THREADS": "1"}
     if os.geteuid() == 0:  # Open MPI refuses root without these
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -58,7 +59,7 @@ def run(cmd, cwd):
 
 
 def metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return read_jsonl(run_dir / "metrics.jsonl")
 
 
 def launch(cmd, folder, recipe):
@@ -146,3 +147,29 @@ def test_tiny_mesh_recipe_on_two_accelerate_processes(tmp_path):
         for key in ("reward", "reward/semantic", "reward/geometry", "eval/reward", "kl"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["iteration"], key)
+
+
+def test_init_from_env_is_idempotent(monkeypatch):
+    """A second call in the same process does nothing: accelerate's one-process --cpu warning comes
+    once per run, not once per caller (catches a join that is repeated by every layer)."""
+    from r3d.core import distributed
+
+    monkeypatch.setattr(distributed, "_joined", False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.warns(UserWarning, match="started a single process") as record:
+        distributed.init_from_env()
+        distributed.init_from_env()
+    assert len(record) == 1 and distributed.world_size() == 1
+
+
+def test_a_launched_process_that_never_joined_is_refused(monkeypatch, tmp_path):
+    """Under a launcher (WORLD_SIZE 2) a trainer built without init_from_env would train alone and
+    share the run folder with its siblings: it is a one-line R3DError instead."""
+    from r3d.core.errors import R3DError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = GRPORecipe.model_validate(RECIPE)
+    with pytest.raises(R3DError, match="init_from_env"):
+        GRPOTrainer(cfg, ToyPolicy(), RewardMix([ToyReward()], [1.0]), tmp_path, log=print)

@@ -100,7 +100,7 @@ def eval_motion(
     import json
 
     from r3d.core.io import atomic_write_json
-    from r3d.motion.evaluate import run_eval_motion
+    from r3d.motion.evaluate import MeasureOptions, ModelOptions, ProtocolOptions, run_eval_motion
 
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -110,28 +110,34 @@ def eval_motion(
     )
     with Progress(*columns, console=console, transient=True, disable=json_out) as progress:
         report = run_eval_motion(
-            model,
-            motions,
-            adapter,
-            evaluator,
-            reference,
-            split,
-            reference_size,
-            replications,
-            num_samples,
-            mm,
-            mm_prompts,
-            mm_repeats,
-            steps,
-            guidance,
-            seed,
-            stats_dir,
-            clip,
-            device,
-            progress,
-            glove,
-            evaluator_stats,
-            baseline,
+            model=ModelOptions(
+                model=model,
+                adapter=adapter,
+                steps=steps,
+                guidance_scale=guidance,
+                stats_dir=stats_dir,
+                clip=clip,
+                device=device,
+            ),
+            motions_dir=motions,
+            baseline=baseline,
+            measure=MeasureOptions(
+                evaluator=evaluator,
+                glove=glove,
+                evaluator_stats=evaluator_stats,
+                reference=reference,
+                split=split,
+                reference_size=reference_size,
+            ),
+            protocol=ProtocolOptions(
+                replications=replications,
+                num_samples=num_samples,
+                mm=mm,
+                mm_prompts=mm_prompts,
+                mm_repeats=mm_repeats,
+                seed=seed,
+            ),
+            progress=progress,
         )
     if out is not None:
         atomic_write_json(out, report)

@@ -66,7 +66,7 @@ def grpo(
     from r3d.core import distributed
 
     check_device(cfg)  # before the progress bar: a usage mistake is one line
-    distributed.init_from_env()  # before building the policy, so that each rank knows its rank
+    distributed.init_from_env()  # the run's one join: before the policy is built and the bar drawn
     with Progress(
         TextColumn("[bold]grpo[/]"),
         BarColumn(),

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from r3d.cli.common import SetOption, console
+from r3d.cli.common import SetOption, console, err_console
+
+if TYPE_CHECKING:
+    from r3d.vqvae.config import VQVAERecipe
 
 
 def train_vqvae(
@@ -54,7 +57,10 @@ def train_vqvae(
         resume=resume,
         device=device,
     )
-    summary = run(cfg, run_dir, resume=resuming, dry_run=dry_run, progress=not as_json)
+    if dry_run:
+        summary = run(cfg, run_dir, resume=resuming, dry_run=True)
+    else:
+        summary = _train_with_bar(cfg, run_dir, resuming, show_bar=not as_json)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return
@@ -88,3 +94,42 @@ def train_vqvae(
     console.print(
         f"run {summary['run_dir']}: {summary['steps']} steps, {summary['seconds']:.0f} s; export in {export}"
     )
+
+
+def _train_with_bar(cfg: VQVAERecipe, run_dir: Path, resuming: bool, show_bar: bool) -> dict[str, Any]:
+    """Run the trainer with a progress bar on stderr, drawn from the first step on (a setup error stays
+    one line); the trainer's log lines print above it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from r3d.vqvae.train import train_vqvae as run
+
+    columns = (
+        TextColumn(cfg.train.stage),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    )
+    bar = Progress(*columns, console=err_console, disable=not show_bar, transient=False)
+    task = bar.add_task("train", total=cfg.train.steps, info="")
+    started = False
+
+    def progress(step: int, total: int, shown: dict[str, float]) -> None:
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
+        info = "  ".join(f"{k} {v:.4g}" for k, v in shown.items())
+        bar.update(task, completed=step, total=total, info=info)
+
+    try:
+        return run(
+            cfg,
+            run_dir,
+            resume=resuming,
+            log=lambda line: bar.console.print(line, highlight=False, markup=False),
+            progress=progress,
+        )
+    finally:
+        if started:
+            bar.stop()

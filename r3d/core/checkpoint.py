@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,17 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def save_checkpoint(directory: str | Path, peft_model: PeftModel, state: dict[str, Any]) -> Path:
-    """Write adapter + trainer ``state`` into ``directory``, atomically: always one complete checkpoint.
+    """Write adapter + trainer ``state`` into ``directory``, atomically (see :func:`write_folder`)."""
+
+    def write(tmp: Path) -> None:
+        peft_model.save_pretrained(tmp, safe_serialization=True)
+        torch.save(state, tmp / STATE_FILE)
+
+    return write_folder(directory, write)
+
+
+def write_folder(directory: str | Path, write: Callable[[Path], None]) -> Path:
+    """Fill a folder with ``write(tmp)`` and put it at ``directory`` atomically: always one complete copy.
 
     The new one is written and flushed in a temporary sibling; the previous one moves to
     :func:`previous_copy` and is deleted only after the new one is in place. A kill between the two
@@ -83,8 +94,7 @@ def save_checkpoint(directory: str | Path, peft_model: PeftModel, state: dict[st
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        peft_model.save_pretrained(tmp, safe_serialization=True)
-        torch.save(state, tmp / STATE_FILE)
+        write(tmp)
         _fsync_tree(tmp)
         recover_checkpoint(directory)
         old = previous_copy(directory)

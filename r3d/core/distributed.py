@@ -25,6 +25,8 @@ import warnings
 import torch
 import torch.distributed as dist
 
+from r3d.core.errors import R3DError
+
 # (r3d's variable, the MPI launchers' names for it), in the order accelerate reads them.
 _MPI_ENV = {
     "RANK": ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK"),
@@ -44,22 +46,34 @@ def _env_from_mpi() -> None:
         os.environ.setdefault("MASTER_PORT", "29500")
 
 
+_joined = False  # init_from_env ran in this process
+
+
 def init_from_env() -> None:
     """Join the process group the launcher describes (no-op for 1 process); pins the GPU to LOCAL_RANK.
 
-    Call it before the policy is built, so that "cuda" means this rank's GPU. ``R3D_DIST_BACKEND=gloo``
-    forces gloo on a GPU machine.
+    Called once per run by the entry point (``r3d grpo``) before the policy is built, so that "cuda"
+    means this rank's GPU. Idempotent: later calls in the same process return at once (no second
+    warning, no second group). ``R3D_DIST_BACKEND=gloo`` forces gloo on a GPU machine.
     """
+    global _joined
+    if _joined:
+        return
+    _join()
+    _joined = True
+
+
+def _join() -> None:
     if not dist.is_available() or dist.is_initialized():
         return
     _env_from_mpi()
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if _launched_world_size() <= 1:
         if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in os.environ:
             warnings.warn(
                 "accelerate launch --cpu --num_processes N started a single process (its multi-CPU mode "
                 "needs --mpirun_hostfile); use accelerate launch --multi_gpu --num_processes N (gloo is "
                 "picked on CPU) or torchrun --nproc_per_node N",
-                stacklevel=2,
+                stacklevel=3,
             )
         return
     backend = "gloo"
@@ -67,6 +81,25 @@ def init_from_env() -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = "cpu:gloo,cuda:nccl"
     dist.init_process_group(backend)
+
+
+def _launched_world_size() -> int:
+    """The process count the launcher's variables announce (WORLD_SIZE, or an MPI launcher's)."""
+    for name in ("WORLD_SIZE", *_MPI_ENV["WORLD_SIZE"]):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 1
+
+
+def check_joined() -> None:
+    """R3DError when a launcher started several processes but this one has not joined their group
+    (each would train alone and all would write the same run folder); call :func:`init_from_env`."""
+    n = _launched_world_size()
+    if n > 1 and world_size() == 1:
+        raise R3DError(
+            f"launched as one of {n} processes but not joined to their group: call "
+            "r3d.core.distributed.init_from_env() before building the policy"
+        )
 
 
 def world_size() -> int:

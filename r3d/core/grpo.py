@@ -69,7 +69,7 @@ class GRPOTrainer:
         self.cfg = recipe
         self.policy = policy
         self.rewards = rewards
-        dist.init_from_env()
+        dist.check_joined()  # the entry point joined the launcher's group (init_from_env)
         self.world, self.rank = dist.world_size(), dist.rank()
         self.main = self.rank == 0
         self.run_dir = Path(run_dir)

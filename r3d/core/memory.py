@@ -320,13 +320,6 @@ def available_memory(device: str) -> tuple[int | None, str]:
     return None, f"no free-memory figure for device {device}"
 
 
-def resolve_device(device: str | None) -> str:
-    """``auto`` / None → cuda when available else cpu; ``cuda`` → ``cuda:0`` form kept as given."""
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
 # ----------------------------------------------------------------------------- the estimate
 @dataclass
 class Row:

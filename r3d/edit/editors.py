@@ -16,21 +16,13 @@ from typing import Any
 import torch
 from PIL import Image
 
+from r3d.core.device import resolve_device
 from r3d.core.errors import R3DError
 from r3d.edit.config import EditorConfig
 from r3d.edit.tiny import TINY, tiny_editor
 from r3d.edit.vl_inputs import QwenVLInputs
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise R3DError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -28,6 +28,7 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
+from r3d.core.device import resolve_device
 from r3d.core.errors import R3DError
 from r3d.models.hunyuan3d_dit import DiTConfig, HunyuanDiT
 from r3d.models.hunyuan3d_vae import ShapeVAEDecoder, VAEConfig, logits_to_mesh, volume_logits
@@ -592,13 +593,6 @@ _DTYPES = {
     "float16": torch.float16,
     "fp16": torch.float16,
 }
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → cuda when available, else cpu; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_hunyuan3d_policy(

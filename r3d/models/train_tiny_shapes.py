@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from safetensors import safe_open
 
-from r3d.core.io import atomic_write_json
+from r3d.core.asset_training import LossBar, asset_parser, run_script, train_info
 from r3d.core.progress import task_progress
 from r3d.models.shapes_data import CLASSES, is_clean, random_shape, sdf_grid
 from r3d.models.tiny_shapes import (
@@ -125,8 +125,7 @@ def train(args: argparse.Namespace) -> dict:
         f"tiny-shapes: {n_params / 1e6:.2f} M parameters, latent {cfg.latent_size}³, data {len(labels)} shapes"
     )
     t1 = time.time()
-    with task_progress(console) as bar:
-        task = bar.add_task("train", total=args.steps, info="")
+    with LossBar(console, "train", args.steps, every=50) as bar:
         for step in range(args.steps):
             idx = torch.randint(len(labels), (args.batch,), generator=g)
             x0 = (square_symmetry(coeffs[idx], g) - mean) / std
@@ -146,20 +145,12 @@ def train(args: argparse.Namespace) -> dict:
                 decay = min(args.ema, (1 + step) / (10 + step))
                 for pe, p in zip(ema.parameters(), net.parameters(), strict=True):
                     pe.lerp_(p, 1 - decay)
-            if step % 50 == 0:
-                bar.update(task, info=f"loss {loss.item():.4f}")
-            bar.advance(task)
+            bar.step(loss.item())
     t_train = time.time() - t1
 
-    info = {
-        "command": f"python -m r3d.models.train_tiny_shapes --out {args.out} --steps {args.steps} --seed {args.seed}",
-        "seed": args.seed,
-        "steps": args.steps,
-        "per_class": args.per_class,
-        "data_seconds": round(t_data, 1),
-        "train_seconds": round(t_train, 1),
-        "final_loss": round(float(loss.item()), 5),
-    }
+    info = train_info(
+        "r3d.models.train_tiny_shapes", args, t_data, t_train, final_loss=round(float(loss.item()), 5)
+    )
     save_tiny_shapes(args.out, TinyShapesPolicy(ema.eval(), mean, std), {"train": info})
     console.print(f"data {t_data:.0f} s, training {t_train:.0f} s, final loss {info['final_loss']}")
     return info
@@ -188,18 +179,17 @@ def report(args: argparse.Namespace, info: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    p = asset_parser(
+        __doc__.split("\n\n")[0],
+        steps=2000,
+        batch=128,
+        lr=1e-3,
+        per_class=600,
+        metrics_help="also write the training info and evaluation to this JSON file",
     )
-    p.add_argument("--out", required=True, help="output .safetensors path")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--cond-drop", type=float, default=0.1)
-    p.add_argument("--per-class", type=int, default=600)
     p.add_argument("--grid", type=int, default=24, help="SDF samples per axis for the projection")
     p.add_argument("--latent-size", type=int, default=TinyShapesConfig.latent_size)
     p.add_argument("--width", type=int, default=TinyShapesConfig.width)
@@ -213,20 +203,15 @@ def main(argv: list[str] | None = None) -> None:
         default=str(Path(__file__).resolve().parent.parent / "assets" / "semantic_pointnet.safetensors"),
     )
     p.add_argument("--eval-only", action="store_true", help="only (re-)evaluate the weights at --out")
-    p.add_argument("--metrics", help="also write the training info and evaluation to this JSON file")
-    p.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: reproducible, and fastest on a shared CPU)"
-    )
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.eval_only:
-        with safe_open(args.out, framework="pt") as f:
-            info = json.loads((f.metadata() or {}).get("train", "{}"))
-    else:
-        info = train(args)
-    result = report(args, info)
-    if args.metrics:
-        atomic_write_json(args.metrics, result)
+    run_script(p, argv, lambda args: report(args, _trained_info(args)))
+
+
+def _trained_info(args: argparse.Namespace) -> dict:
+    """Train (the training info), or with --eval-only read the info stored in the weights at --out."""
+    if not args.eval_only:
+        return train(args)
+    with safe_open(args.out, framework="pt") as f:
+        return json.loads((f.metadata() or {}).get("train", "{}"))
 
 
 if __name__ == "__main__":

@@ -162,29 +162,40 @@ def _text_metrics(t: np.ndarray, m: np.ndarray, batch_size: int) -> dict[str, fl
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProtocolOptions:
+    """Sizes and seed of the protocol (MDM's values: 20 replications × 1000 samples, mm 100 × 30)."""
+
+    replications: int = 1
+    num_samples: int = 256  # generated samples per replication (ignored for a folder: all its motions)
+    batch_size: int = 32  # R-precision / matching-score batch
+    diversity_times: int = 300  # random pairs for diversity
+    mm: bool = False  # also compute multimodality
+    mm_prompts: int = 100
+    mm_repeats: int = 30
+    mm_times: int = 10  # pairs per prompt for multimodality
+    seed: int = 0  # replication r draws with seed + r, generates with seed + 1000·r
+
+
 def evaluate_protocol(
     evaluator: Any,
     reference: ReferenceSet,
+    options: ProtocolOptions | None = None,
+    *,
     generate_fn: GenerateFn | None = None,
     motions: list[Motion] | None = None,
     motion_captions: list[Any] | None = None,
     motion_groups: list[int] | None = None,
-    replications: int = 1,
-    num_samples: int = 256,
-    batch_size: int = 32,
-    diversity_times: int = 300,
-    mm: bool = False,
-    mm_prompts: int = 100,
-    mm_repeats: int = 30,
-    mm_times: int = 10,
-    seed: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run the protocol; either ``generate_fn(captions, lengths, seed)`` or pre-generated ``motions``.
+    """Run the protocol; either ``generate_fn(captions, lengths, seed)`` or pre-generated ``motions``
+    (with their captions and, for multimodality, prompt groups).
 
     Returns ``{"replications": [per-replication dicts], "summary": {metric: {model: [mean, conf]}}}``,
     with models "ground truth" and "generated" ("multimodality" only for "generated").
     """
+    o = options or ProtocolOptions()
+    replications, num_samples, batch_size, seed = o.replications, o.num_samples, o.batch_size, o.seed
     if (generate_fn is None) == (motions is None):
         raise R3DError("give either a model to generate with or a folder of motions, not both")
     gt_text, gt_motion = embed(evaluator, reference.captions, reference.motions)
@@ -194,7 +205,7 @@ def evaluate_protocol(
         num_samples = len(motions)
         caps = motion_captions or []
         gen_text_all, gen_motion_all = embed(evaluator, caps, motions)
-    div_times = min(diversity_times, num_samples - 1, len(reference) - 1)
+    div_times = min(o.diversity_times, num_samples - 1, len(reference) - 1)
     reps: list[dict[str, float]] = []
     task = progress.add_task("replications", total=replications) if progress is not None else None
     for r in range(replications):
@@ -223,7 +234,7 @@ def evaluate_protocol(
         rec["gen/FID"] = M.frechet_distance(gt_motion, gen_motion)
         rec["gt/FID"] = 0.0
         rec["gen/Diversity"] = M.diversity(gen_motion, min(div_times, len(gen_motion) - 1), rng)
-        if mm:
+        if o.mm:
             rec["gen/MultiModality"] = _multimodality(
                 evaluator,
                 reference,
@@ -231,9 +242,9 @@ def evaluate_protocol(
                 motions,
                 motion_groups,
                 gen_motion_all if motions is not None else None,
-                mm_prompts,
-                mm_repeats,
-                mm_times,
+                o.mm_prompts,
+                o.mm_repeats,
+                o.mm_times,
                 rng,
                 seed + 1000 * r + 500,
             )
@@ -248,10 +259,10 @@ def evaluate_protocol(
             "num_samples": num_samples,
             "batch_size": batch_size,
             "diversity_times": div_times,
-            "mm": mm,
-            "mm_prompts": mm_prompts,
-            "mm_repeats": mm_repeats,
-            "mm_times": mm_times,
+            "mm": o.mm,
+            "mm_prompts": o.mm_prompts,
+            "mm_repeats": o.mm_repeats,
+            "mm_times": o.mm_times,
             "seed": seed,
             "reference_size": len(reference),
         },
@@ -363,36 +374,55 @@ def check_generation_memory(policy: Any, n: int, option: str) -> None:
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """The model that generates: a registry name / ``module:factory`` or an MDM checkpoint (``.pt``,
+    with ``stats_dir`` holding Mean.npy/Std.npy and a local ``clip`` folder), optionally + ``adapter``."""
+
+    model: str = "tiny_motion"
+    adapter: str | Path | None = None
+    steps: int = 20  # DDIM sampling steps
+    guidance_scale: float | None = None  # None: the model's own
+    stats_dir: str | Path | None = None
+    clip: str | Path | None = None
+    device: str = "cpu"
+
+    def load(self, with_adapter: bool = True) -> Any:
+        """The policy (see :func:`load_policy`), with the adapter unless ``with_adapter`` is False."""
+        adapter = self.adapter if with_adapter else None
+        return load_policy(self.model, adapter, self.stats_dir, self.clip, self.guidance_scale, self.device)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasureOptions:
+    """What generated motions are measured with and against: the evaluator and the reference set."""
+
+    evaluator: str = "tiny-t2m"  # tiny-t2m, tiny-tmr, a T2M finest.tar, a TMR folder or .safetensors
+    glove: str | Path | None = None  # for a T2M finest.tar: the GloVe folder
+    evaluator_stats: str | Path | None = None  # for a T2M finest.tar: t2m_mean.npy / t2m_std.npy
+    reference: str = "synthetic"  # or a HumanML3D folder
+    split: str = "test"  # HumanML3D split file
+    reference_size: int = 640  # motions in the synthetic reference set
+
+
 def run_eval_motion(
-    model: str | None = "tiny_motion",
+    *,
+    model: ModelOptions | None = None,
     motions_dir: str | Path | None = None,
-    adapter: str | Path | None = None,
-    evaluator: str = "tiny-t2m",
-    reference: str = "synthetic",
-    split: str = "test",
-    reference_size: int = 640,
-    replications: int = 1,
-    num_samples: int = 256,
-    mm: bool = False,
-    mm_prompts: int = 100,
-    mm_repeats: int = 30,
-    steps: int = 20,
-    guidance_scale: float | None = None,
-    seed: int = 0,
-    stats_dir: str | Path | None = None,
-    clip: str | Path | None = None,
-    device: str = "cpu",
-    progress: Progress | None = None,
-    glove: str | Path | None = None,
-    evaluator_stats: str | Path | None = None,
     baseline: bool = False,
+    measure: MeasureOptions | None = None,
+    protocol: ProtocolOptions | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Everything ``r3d eval-motion`` does; returns the report dict (settings, replications, summary).
 
-    ``baseline`` (with an ``adapter``): also evaluate the model without it on the same captions and
+    Scores either ``model`` (generating) or the folder ``motions_dir`` (motions.jsonl + .npy).
+    ``baseline`` (with ``model.adapter``): also evaluate the model without it on the same captions and
     noise; the report gains ``baseline`` (its report) and ``paired`` (adapter − base per metric).
     """
-    if baseline and (adapter is None or motions_dir is not None):
+    measure = measure or MeasureOptions()
+    protocol = protocol or ProtocolOptions()
+    if baseline and (model is None or model.adapter is None or motions_dir is not None):
         raise R3DError(
             "--baseline compares a model with and without --adapter; give --adapter (not --motions)"
         )
@@ -405,51 +435,49 @@ def run_eval_motion(
     else:  # load the model first: an impossible sample count fails before any heavy work
         if model is None:
             raise R3DError("give --model (and optionally --adapter) or --motions DIR")
-        policy = load_policy(model, adapter, stats_dir, clip, guidance_scale, device)
-        check_generation_memory(policy, num_samples, "--num-samples")
-        if mm:
-            check_generation_memory(policy, mm_prompts * mm_repeats, "--mm-prompts × --mm-repeats")
-    ev = resolve_evaluator(evaluator, glove, evaluator_stats)
+        policy = model.load()
+        check_generation_memory(policy, protocol.num_samples, "--num-samples")
+        if protocol.mm:
+            n_mm = protocol.mm_prompts * protocol.mm_repeats
+            check_generation_memory(policy, n_mm, "--mm-prompts × --mm-repeats")
+    ev = resolve_evaluator(measure.evaluator, measure.glove, measure.evaluator_stats)
     ref = (
-        synthetic_reference(reference_size)
-        if reference == "synthetic"
-        else humanml3d_reference(reference, split)
+        synthetic_reference(measure.reference_size)
+        if measure.reference == "synthetic"
+        else humanml3d_reference(measure.reference, measure.split)
     )
-    common = {
-        "replications": replications,
-        "num_samples": num_samples,
-        "mm": mm,
-        "mm_prompts": mm_prompts,
-        "mm_repeats": mm_repeats,
-        "seed": seed,
-        "progress": progress,
-    }
     if motions_dir is not None:
         report = evaluate_protocol(
-            ev, ref, motions=motions, motion_captions=captions, motion_groups=groups, **common
+            ev,
+            ref,
+            protocol,
+            motions=motions,
+            motion_captions=captions,
+            motion_groups=groups,
+            progress=progress,
         )
         source = str(motions_dir)
     else:
 
-        def protocol(policy: Any) -> dict[str, Any]:
+        def evaluate_policy(policy: Any) -> dict[str, Any]:
             def gen(texts: list[str], lengths: list[int], s: int) -> list[Motion]:
-                return generate(policy, texts, 1, s, steps, lengths=lengths, progress=progress)
+                return generate(policy, texts, 1, s, model.steps, lengths=lengths, progress=progress)
 
-            return evaluate_protocol(ev, ref, generate_fn=gen, **common)
+            return evaluate_protocol(ev, ref, protocol, generate_fn=gen, progress=progress)
 
-        report = protocol(policy)
+        report = evaluate_policy(policy)
         if baseline:
-            base = protocol(load_policy(model, None, stats_dir, clip, guidance_scale, device))
+            base = evaluate_policy(model.load(with_adapter=False))
             report["baseline"] = base
             report["paired"] = paired_difference(base["replications"], report["replications"])
-        source = f"{model}" + (f" + {adapter}" if adapter else "")
+        source = f"{model.model}" + (f" + {model.adapter}" if model.adapter else "")
     report["settings"].update(
         {
             "source": source,
-            "evaluator": evaluator,
-            "reference": reference,
-            "steps": steps,
-            "guidance_scale": guidance_scale,
+            "evaluator": measure.evaluator,
+            "reference": measure.reference,
+            "steps": model.steps if model else None,
+            "guidance_scale": model.guidance_scale if model else None,
         }
     )
     return report

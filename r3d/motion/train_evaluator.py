@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from r3d.core.asset_training import LossBar, saved_line, start_training
 from r3d.motion.evaluators import ASSETS, T2MEvaluator, TMREvaluator, save_evaluator
 from r3d.motion.metrics import matching_score, r_precision
 from r3d.motion.synthetic import MotionDataset, add_training_arguments, load_or_build
@@ -122,11 +121,7 @@ def evaluate_gt(model: T2MEvaluator | TMREvaluator, ds: MotionDataset, seed: int
 
 
 def train(args: argparse.Namespace) -> dict[str, float]:
-    console = Console()
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
-    t0 = time.time()
+    console, rng, t0 = start_training(args)
     train_ds = load_or_build(args.n_train, args.data_seed, args.cache_dir)
     test_ds = load_or_build(args.n_test, args.data_seed + 1, args.cache_dir)
     console.print(f"data: {len(train_ds)} train / {len(test_ds)} held-out motions ({time.time() - t0:.0f}s)")
@@ -136,17 +131,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     feats, lens = torch.from_numpy(train_ds.features), torch.from_numpy(train_ds.lengths)
-    with Progress(
-        TextColumn("[bold]train {task.fields[kind]}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("train", total=args.steps, kind=args.kind, loss=float("nan"))
+    with LossBar(console, f"train {args.kind}", args.steps, keep=0.95, digits=3) as bar:
         model.train()
-        ema = None
         for _ in range(args.steps):
             idx = rng.choice(len(train_ds), args.batch_size, replace=False)
             text, motion = co_embed(model, [train_ds.captions[i] for i in idx], feats[idx], lens[idx])
@@ -156,8 +142,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
-            ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-            progress.update(task, advance=1, loss=ema)
+            bar.step(loss.item())
     model.eval()
     report = evaluate_gt(model, test_ds)
     meta = {
@@ -172,10 +157,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         meta["text_features"] = {"type": "hashed", "dim": 64, "salt": "tmr"}
     out = Path(args.out or ASSETS / f"motion_{args.kind}_tiny.safetensors")
     save_evaluator(model, out, meta)
-    console.print(
-        f"saved {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.0f}s; "
-        f"held-out GT: {json.dumps(report)}"
-    )
+    console.print(f"{saved_line(out, t0)}; held-out GT: {json.dumps(report)}")
     return report
 
 

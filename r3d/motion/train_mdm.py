@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from r3d.core.asset_training import LossBar, saved_line, start_training
 from r3d.models.mdm import MDM, TINY_MDM_PATH, beta_schedule, save_tiny_mdm
 from r3d.motion.representation import grouped_std
 from r3d.motion.synthetic import MAX_LENGTH, add_training_arguments, load_or_build
@@ -48,11 +47,7 @@ TINY_MDM_CONFIG = {
 
 
 def train(args: argparse.Namespace) -> Path:
-    console = Console()
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
-    t0 = time.time()
+    console, rng, t0 = start_training(args)
     ds = load_or_build(args.n_train, args.data_seed, args.cache_dir)
     frames = np.concatenate([f[:n] for f, n in zip(ds.features, ds.lengths, strict=True)])
     mean, std = grouped_std(frames)
@@ -82,16 +77,7 @@ def train(args: argparse.Namespace) -> Path:
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"tiny MDM: {n_params / 1e6:.2f} M parameters")
     model.train()
-    running = None
-    with Progress(
-        TextColumn("[bold]train tiny MDM"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("mdm", total=args.steps, loss=float("nan"))
+    with LossBar(console, "train tiny MDM", args.steps, keep=0.98) as bar:
         for step in range(args.steps):
             idx = torch.from_numpy(rng.choice(len(ds), args.batch_size, replace=False))
             x0, text, mask = x_all[idx], text_all[idx], valid[idx]
@@ -110,8 +96,8 @@ def train(args: argparse.Namespace) -> Path:
             with torch.no_grad():
                 for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                     pe.lerp_(pm, 1 - decay)
-            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            progress.update(task, advance=1, loss=running)
+            bar.step(loss.item())
+    running = bar.running
     meta = {
         "config": cfg,
         "text_features": {"type": "hashed", "dim": cfg["clip_dim"], "salt": "mdm"},
@@ -124,9 +110,7 @@ def train(args: argparse.Namespace) -> Path:
     }
     out = Path(args.out or TINY_MDM_PATH)
     save_tiny_mdm(ema, out, mean, std, meta)
-    console.print(
-        f"saved {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.0f}s, loss {running:.4f}"
-    )
+    console.print(f"{saved_line(out, t0)}, loss {running:.4f}")
     return out
 
 

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from scipy.spatial.transform import Rotation
 
-from r3d.core.io import atomic_write_json
+from r3d.core.asset_training import LossBar, asset_parser, run_script, train_info
 from r3d.core.progress import task_progress
 from r3d.models.shapes_data import CLASSES, grid_to_mesh, random_shape, sdf_grid
 from r3d.models.tiny_shapes import coeffs_to_grid, grid_to_coeffs
@@ -140,9 +140,8 @@ def fit(
     data = torch.from_numpy(clouds).flatten(0, 1)  # (N·kinds, P, 3)
     y = torch.from_numpy(labels).repeat_interleave(clouds.shape[1])
     loss = torch.zeros(())
-    with task_progress(console) as bar:
-        task = bar.add_task("train", total=steps, info="")
-        for step in range(steps):
+    with LossBar(console, "train", steps, every=50, digits=3) as bar:
+        for _ in range(steps):
             idx = torch.randint(len(y), (batch,), generator=g)
             sub = torch.randperm(data.shape[1], generator=g)[:train_points]
             logits = model(augment(data[idx][:, sub], g))
@@ -151,9 +150,7 @@ def fit(
             loss.backward()
             opt.step()
             sched.step()
-            if step % 50 == 0:
-                bar.update(task, info=f"loss {loss.item():.3f}")
-            bar.advance(task)
+            bar.step(loss.item())
     return float(loss.item())
 
 
@@ -169,15 +166,7 @@ def train(args: argparse.Namespace) -> dict:
     t1 = time.time()
     final_loss = fit(model, clouds, labels, args.steps, args.batch, args.lr, args.train_points, args.seed)
     t_train = time.time() - t1
-    info = {
-        "command": f"python -m r3d.rewards.train_semantic --out {args.out} --steps {args.steps} --seed {args.seed}",
-        "seed": args.seed,
-        "steps": args.steps,
-        "per_class": args.per_class,
-        "data_seconds": round(t_data, 1),
-        "train_seconds": round(t_train, 1),
-        "final_loss": round(final_loss, 4),
-    }
+    info = train_info("r3d.rewards.train_semantic", args, t_data, t_train, final_loss=round(final_loss, 4))
     save_pointnet(args.out, model, {"train": info})
     model = load_pointnet(args.out)  # evaluate exactly what was saved (fp16 weights)
     acc = accuracy(model, test_clouds, test_labels)
@@ -195,13 +184,14 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="output .safetensors path")
-    p.add_argument("--steps", type=int, default=2500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--per-class", type=int, default=250)
+    p = asset_parser(
+        __doc__.split("\n\n")[0],
+        steps=2500,
+        batch=32,
+        lr=1e-3,
+        per_class=250,
+        metrics_help="also write the training info and held-out accuracy to this JSON file",
+    )
     p.add_argument("--test-per-class", type=int, default=40)
     p.add_argument(
         "--num-points", type=int, default=1024, help="points stored per mesh (and used at test time)"
@@ -209,13 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-points", type=int, default=512, help="random subset of points per training cloud")
     p.add_argument("--widths", type=int, nargs="+", default=list(PointNetConfig.point_widths))
     p.add_argument("--corrupt", type=float, default=0.3, help="probability of each corruption kind")
-    p.add_argument("--metrics", help="also write the training info and held-out accuracy to this JSON file")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    result = train(args)
-    if args.metrics:
-        atomic_write_json(args.metrics, result)
+    run_script(p, argv, train)
 
 
 if __name__ == "__main__":

@@ -72,29 +72,19 @@ def save_checkpoint(
     trainer_state: dict[str, Any] | None = None,
     info: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically (temporary sibling, then rename over ``folder``)."""
+    """Write a checkpoint folder atomically (core's :func:`r3d.core.checkpoint.write_folder`)."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    (tmp / "model.json").write_text(json.dumps(model_config(model, quantizer_cfg), indent=2) + "\n")
-    save_file(_state(model), str(tmp / "model.safetensors"))
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / "trainer.pt")
-    (tmp / "state.json").write_text(json.dumps(info or {}, indent=2) + "\n")
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    old = folder.with_name(f".{folder.name}.old")
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    from r3d.core.checkpoint import write_folder
+
+    def write(tmp: Path) -> None:
+        (tmp / "model.json").write_text(json.dumps(model_config(model, quantizer_cfg), indent=2) + "\n")
+        save_file(_state(model), str(tmp / "model.safetensors"))
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / "trainer.pt")
+        (tmp / "state.json").write_text(json.dumps(info or {}, indent=2) + "\n")
+
+    return write_folder(folder, write)
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:

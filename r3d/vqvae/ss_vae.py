@@ -152,10 +152,45 @@ def _convert(module: nn.Module, dtype: torch.dtype) -> None:
 
 
 class _Torso(nn.Module):
-    """Shared fp16 switching of ``blocks`` and ``middle_block`` (TRELLIS's convert_to_fp16/fp32)."""
+    """What encoder and decoder share: architecture record, stage / middle / head builders and the fp16
+    switching of ``blocks`` and ``middle_block`` (TRELLIS's convert_to_fp16/fp32)."""
 
     blocks: nn.ModuleList
     middle_block: nn.Sequential
+
+    def _configure(
+        self,
+        latent_channels: int,
+        num_res_blocks: int,
+        channels: list[int],
+        num_res_blocks_middle: int,
+        norm_type: NormType,
+        use_fp16: bool,
+    ) -> None:
+        """Record the architecture (what :func:`config_of` writes back) and the working dtype."""
+        self.latent_channels = latent_channels
+        self.num_res_blocks, self.channels = num_res_blocks, list(channels)
+        self.num_res_blocks_middle, self.norm_type = num_res_blocks_middle, norm_type
+        self.use_fp16, self.dtype = use_fp16, torch.float16 if use_fp16 else torch.float32
+
+    def _stages(self, resample: type[nn.Module]) -> nn.ModuleList:
+        """``num_res_blocks`` ResBlocks per entry of ``channels``, ``resample`` between entries."""
+        blocks, channels = nn.ModuleList(), self.channels
+        for i, ch in enumerate(channels):
+            blocks.extend(ResBlock3d(ch, ch, self.norm_type) for _ in range(self.num_res_blocks))
+            if i < len(channels) - 1:
+                blocks.append(resample(ch, channels[i + 1]))
+        return blocks
+
+    def _middle(self, ch: int) -> nn.Sequential:
+        return nn.Sequential(*[ResBlock3d(ch, ch, self.norm_type) for _ in range(self.num_res_blocks_middle)])
+
+    def _head(self, out_channels: int) -> nn.Sequential:
+        """norm → SiLU → 3³ conv from the last stage's width to ``out_channels``."""
+        ch = self.channels[-1]
+        return nn.Sequential(
+            norm_layer(self.norm_type, ch), nn.SiLU(), nn.Conv3d(ch, out_channels, 3, padding=1)
+        )
 
     def convert_to_fp16(self) -> None:
         self.use_fp16, self.dtype = True, torch.float16
@@ -190,24 +225,13 @@ class SparseStructureEncoder(_Torso):
         use_fp16: bool = False,
     ) -> None:
         super().__init__()
-        self.in_channels, self.latent_channels = in_channels, latent_channels
-        self.num_res_blocks, self.channels = num_res_blocks, list(channels)
-        self.num_res_blocks_middle, self.norm_type = num_res_blocks_middle, norm_type
-        self.use_fp16, self.dtype = use_fp16, torch.float16 if use_fp16 else torch.float32
+        self.in_channels = in_channels
+        self._configure(latent_channels, num_res_blocks, channels, num_res_blocks_middle, norm_type, use_fp16)
+        # built in TRELLIS's order (the order random initialisation draws in)
         self.input_layer = nn.Conv3d(in_channels, channels[0], 3, padding=1)
-        self.blocks = nn.ModuleList()
-        for i, ch in enumerate(channels):
-            self.blocks.extend(ResBlock3d(ch, ch, norm_type) for _ in range(num_res_blocks))
-            if i < len(channels) - 1:
-                self.blocks.append(DownsampleBlock3d(ch, channels[i + 1]))
-        self.middle_block = nn.Sequential(
-            *[ResBlock3d(channels[-1], channels[-1], norm_type) for _ in range(num_res_blocks_middle)]
-        )
-        self.out_layer = nn.Sequential(
-            norm_layer(norm_type, channels[-1]),
-            nn.SiLU(),
-            nn.Conv3d(channels[-1], latent_channels * 2, 3, padding=1),
-        )
+        self.blocks = self._stages(DownsampleBlock3d)
+        self.middle_block = self._middle(channels[-1])
+        self.out_layer = self._head(latent_channels * 2)
         if use_fp16:
             self.convert_to_fp16()
 
@@ -237,24 +261,12 @@ class SparseStructureDecoder(_Torso):
         use_fp16: bool = False,
     ) -> None:
         super().__init__()
-        self.out_channels, self.latent_channels = out_channels, latent_channels
-        self.num_res_blocks, self.channels = num_res_blocks, list(channels)
-        self.num_res_blocks_middle, self.norm_type = num_res_blocks_middle, norm_type
-        self.use_fp16, self.dtype = use_fp16, torch.float16 if use_fp16 else torch.float32
+        self.out_channels = out_channels
+        self._configure(latent_channels, num_res_blocks, channels, num_res_blocks_middle, norm_type, use_fp16)
         self.input_layer = nn.Conv3d(latent_channels, channels[0], 3, padding=1)
-        self.middle_block = nn.Sequential(
-            *[ResBlock3d(channels[0], channels[0], norm_type) for _ in range(num_res_blocks_middle)]
-        )
-        self.blocks = nn.ModuleList()
-        for i, ch in enumerate(channels):
-            self.blocks.extend(ResBlock3d(ch, ch, norm_type) for _ in range(num_res_blocks))
-            if i < len(channels) - 1:
-                self.blocks.append(UpsampleBlock3d(ch, channels[i + 1]))
-        self.out_layer = nn.Sequential(
-            norm_layer(norm_type, channels[-1]),
-            nn.SiLU(),
-            nn.Conv3d(channels[-1], out_channels, 3, padding=1),
-        )
+        self.middle_block = self._middle(channels[0])
+        self.blocks = self._stages(UpsampleBlock3d)
+        self.out_layer = self._head(out_channels)
         if use_fp16:
             self.convert_to_fp16()
 

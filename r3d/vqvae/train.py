@@ -1,4 +1,5 @@
-"""Training loop of ``r3d train-vqvae`` (stages ``vae``, ``codebook``, ``joint``; see config.py).
+"""Training of ``r3d train-vqvae``: :class:`VQVAETrainer` (stages ``vae``, ``codebook``, ``joint``; see
+config.py) and :func:`train_vqvae`, which builds, resumes and runs one.
 
 Per step: a deterministic batch (data.StepBatches) → the stage's loss → AdamW step (gradient clipping,
 warm-up + schedule) → EMA codebook update / dead-code restart inside the quantizer. Every ``eval_every``
@@ -7,7 +8,8 @@ the held-out files: reconstruction IoU / F1 at logit > 0 (per shape, averaged), 
 health (usage, perplexity, codes used over the pass, dead codes). Metrics go to ``metrics.jsonl`` and
 TensorBoard (``tb/``); checkpoints to ``checkpoints/step-N`` (atomic; ``--resume`` continues exactly);
 Ctrl-C writes a checkpoint before stopping. At the end: ``final/``, ``export/`` (TRELLIS-format
-encoder/decoder + codebook) and ``summary.json``.
+encoder/decoder + codebook) and ``summary.json``. Library code: nothing is printed; lines go to a
+``log`` callback and per-step progress to a ``progress`` callback (the CLI draws them).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from r3d.core.device import resolve_device
 from r3d.core.errors import R3DError
 from r3d.core.io import append_jsonl, atomic_write_json, atomic_write_text
 from r3d.core.recipe import save_resolved
@@ -101,15 +105,6 @@ def state_digest(*modules: torch.nn.Module) -> str:
 
 
 # ----------------------------------------------------------------------------- setup
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise R3DError(f"device {spec} requested but CUDA is not available; use --device cpu")
-    return dev
 
 
 def pretrained_prefixes(cfg: VQVAERecipe) -> tuple[Path, Path] | None:
@@ -308,241 +303,311 @@ def _metric_line(step: int, split: str, m: dict[str, float]) -> str:
     return f"step {step} {split}: " + "  ".join(f"{k} {m[k]:.4g}" for k in keys)
 
 
-def train_vqvae(
-    cfg: VQVAERecipe,
-    run_dir: str | Path,
-    *,
-    resume: bool = False,
-    dry_run: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train (or, with ``dry_run``, only set up and check) a VQ-VAE stage into ``run_dir``.
+Logger = Callable[[str], None]
+ProgressFn = Callable[[int, int, dict[str, float]], None]  # (step, total steps, {shown name: value})
 
-    Returns the summary dict (also ``run_dir/summary.json``); for a dry run: the parameter split,
-    the data report and the shapes of one forward pass, and nothing is written.
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class VQVAETrainer:
+    """One VQ-VAE stage (``vae``, ``codebook``, ``joint``) in the GRPO trainer's style.
+
+    Construction builds everything (data scan, model per recipe, frozen/trainable split, optimizer,
+    schedule); :meth:`resume` loads the run's newest checkpoint; :meth:`train` runs to
+    ``train.steps``; :meth:`state_dict` / :meth:`load_state_dict` hold the trainer state of a
+    checkpoint (step, optimizer, scheduler, grad scaler, torch RNG). Prints nothing: messages go to
+    ``log(line)``, per-step progress to ``progress(step, total, {"loss" or "codebook": value})``.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    run_dir = Path(run_dir)
-    tc = cfg.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(tc.seed)
-
-    vs = scan_voxel_folder(cfg.data.root, cfg.data.resolution)
-    if not vs.files:
-        detail = "; ".join(f"{p['name']}: {p['error']}" for p in vs.problems[:3])
-        raise R3DError(f"no usable voxel file in {cfg.data.root}" + (f" ({detail})" if detail else ""))
-    train_idx, held_idx = split_holdout(vs, cfg.data.holdout, cfg.data.holdout_every)
-    data = VoxelGrids(vs.files, cfg.data.resolution, cfg.data.downsample, cfg.data.augment)
-
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    model, source = build_from_recipe(cfg)
-    if ckpt is not None:
-        _, state = load_state(ckpt)
-        model.load_state_dict(state, strict=True)
-        source = f"resumed {ckpt}"
-    model.to(device)
-    if tc.channels_last:
-        model.to(memory_format=torch.channels_last_3d)
-    split = configure_trainable(model, tc.stage)
-    problems = check_split(split, tc.stage)
-    if problems:
-        raise R3DError("parameter split is wrong: " + "; ".join(problems))
-    params = [p for p in model.parameters() if p.requires_grad]
-    report = {
-        "source": source,
-        "device": str(device),
-        "stage": tc.stage,
-        "split": split,
-        "data": {
-            "usable": len(vs.files),
-            "train": len(train_idx),
-            "holdout": len(held_idx),
-            "problems": vs.problems,
-        },
-        "train_files": [vs.names[i] for i in train_idx],
-        "holdout_files": [vs.names[i] for i in held_idx],
-    }
-    if dry_run:
-        x = torch.stack([data[(train_idx[0], 0)]]).to(device)
-        with torch.no_grad():
-            model.eval()
-            out = model(x)
-        report["shapes"] = {
-            "input": list(x.shape),
-            "latent": list(out.mean.shape),
-            "tokens": list(out.indices.shape),
-            "logits": list(out.logits.shape),
-        }
-        return report
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, run_dir / "recipe.yaml")
-    atomic_write_json(run_dir / "data_report.json", report["data"])
-    console = Console(stderr=True)
-    for p in vs.problems:
-        console.print(f"[yellow]skipped voxel file[/] {p['file']}: {p['error']}", highlight=False)
-
-    opt = (
-        torch.optim.AdamW(params, lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay)
-        if params
-        else None
-    )
-    sched = (
-        torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tc.steps, tc.schedule)) if opt else None
-    )
-    use_amp = device.type == "cuda" and tc.amp != "none"
-    amp_dtype = torch.bfloat16 if tc.amp == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and tc.amp == "fp16")
-    step = 0
-    if ckpt is not None:
-        ts = load_trainer_state(ckpt)
-        step = int(ts["step"])
-        if opt is not None and ts.get("optimizer"):
-            opt.load_state_dict(ts["optimizer"])
-            sched.load_state_dict(ts["scheduler"])  # type: ignore[union-attr]
-        if ts.get("scaler"):
-            scaler.load_state_dict(ts["scaler"])
-        torch.set_rng_state(ts["torch_rng"])
-
-    vq = isinstance(model.quantizer, VectorQuantizer)
-    if tc.stage != "vae" and vq and not bool(model.quantizer.initialized) and cfg.model.quantizer.kmeans_init:
-        t0 = time.perf_counter()
-        n_tok = kmeans_initialise(model, data, train_idx, cfg, device)
-        secs = time.perf_counter() - t0
-        console.print(
-            f"k-means: {model.quantizer.codebook_size} codes on {n_tok} latent tokens in {secs:.1f} s"
+    def __init__(
+        self,
+        cfg: VQVAERecipe,
+        run_dir: str | Path,
+        *,
+        log: Logger = _quiet,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.log, self.progress = log, progress
+        tc = cfg.train
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(tc.seed)
+        self.voxels = vs = scan_voxel_folder(cfg.data.root, cfg.data.resolution)
+        if not vs.files:
+            detail = "; ".join(f"{p['name']}: {p['error']}" for p in vs.problems[:3])
+            raise R3DError(f"no usable voxel file in {cfg.data.root}" + (f" ({detail})" if detail else ""))
+        self.train_idx, self.held_idx = split_holdout(vs, cfg.data.holdout, cfg.data.holdout_every)
+        self.data = VoxelGrids(vs.files, cfg.data.resolution, cfg.data.downsample, cfg.data.augment)
+        self.model, self.source = build_from_recipe(cfg)
+        self.model.to(self.device)
+        if tc.channels_last:
+            self.model.to(memory_format=torch.channels_last_3d)
+        self.split = configure_trainable(self.model, tc.stage)
+        problems = check_split(self.split, tc.stage)
+        if problems:
+            raise R3DError("parameter split is wrong: " + "; ".join(problems))
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = (
+            torch.optim.AdamW(self.params, lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay)
+            if self.params
+            else None
         )
-    frozen_digest = state_digest(model.encoder, model.decoder) if tc.stage == "codebook" else None
+        self.scheduler = (
+            torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, tc.steps, tc.schedule))
+            if self.optimizer
+            else None
+        )
+        self.use_amp = self.device.type == "cuda" and tc.amp != "none"
+        self.amp_dtype = torch.bfloat16 if tc.amp == "bf16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and tc.amp == "fp16")
+        self.quantizer_cfg = cfg.model.quantizer.model_dump()
+        self.loss_weights = cfg.loss.model_dump()
+        self.vq = isinstance(self.model.quantizer, VectorQuantizer)
+        self.step = 0
+        self.last_eval: dict[str, dict[str, float]] = {}
+        self._writer: Any = None
 
-    from torch.utils.tensorboard import SummaryWriter
+    # ----------------------------------------------------------------- state
+    def report(self) -> dict[str, Any]:
+        """Source, device, stage, parameter split and data report (the head of the summary)."""
+        vs = self.voxels
+        return {
+            "source": self.source,
+            "device": str(self.device),
+            "stage": self.cfg.train.stage,
+            "split": self.split,
+            "data": {
+                "usable": len(vs.files),
+                "train": len(self.train_idx),
+                "holdout": len(self.held_idx),
+                "problems": vs.problems,
+            },
+            "train_files": [vs.names[i] for i in self.train_idx],
+            "holdout_files": [vs.names[i] for i in self.held_idx],
+        }
 
-    writer = SummaryWriter(str(run_dir / "tb"))
-    metrics_path = run_dir / "metrics.jsonl"
-    qcfg = cfg.model.quantizer.model_dump()
-    weights = cfg.loss.model_dump()
-    last_eval: dict[str, dict[str, float]] = {}
-
-    def log(record: dict[str, Any]) -> None:
-        append_jsonl(metrics_path, record)
-        for k, v in record.items():
-            if k not in ("step", "split") and isinstance(v, int | float):
-                writer.add_scalar(f"{record['split']}/{k}", v, record["step"])
-
-    def run_eval(at: int) -> None:
-        for name, files in (("train", train_idx), ("eval", held_idx)):
-            if files:
-                m = evaluate(model, data, files, tc.stage, cfg, device)
-                last_eval[name] = m
-                log({"step": at, "split": name, **m})
-                bar.console.print(_metric_line(at, name, m), highlight=False)
-
-    def checkpoint(at: int, final: bool = False) -> Path:
-        trainer_state = {
-            "step": at,
-            "optimizer": opt.state_dict() if opt else {},
-            "scheduler": sched.state_dict() if sched else {},
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+    def state_dict(self) -> dict[str, Any]:
+        """The trainer state of a checkpoint (``trainer.pt``); the model is saved beside it."""
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
+            "scheduler": self.scheduler.state_dict() if self.scheduler else {},
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "torch_rng": torch.get_rng_state(),
         }
-        info = {"step": at, "stage": tc.stage, "metrics": last_eval}
-        folder = run_dir / "final" if final else run_dir / "checkpoints" / f"step-{at:07d}"
-        save_checkpoint(folder, model, qcfg, trainer_state, info)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        if self.optimizer is not None and state.get("optimizer"):
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])  # type: ignore[union-attr]
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def resume(self) -> Path:
+        """Load model and trainer state from the run's newest checkpoint; returns that checkpoint."""
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            raise R3DError(f"--resume {self.run_dir}: no checkpoint (final/ or checkpoints/) found there")
+        _, state = load_state(ckpt)
+        self.model.load_state_dict(state, strict=True)
+        self.load_state_dict(load_trainer_state(ckpt))
+        self.source = f"resumed {ckpt}"
+        return ckpt
+
+    def save(self, final: bool = False) -> Path:
+        """Checkpoint ``checkpoints/step-N`` (and point ``latest`` at it) or, with ``final``, ``final/``."""
+        at = self.step
+        info = {"step": at, "stage": self.cfg.train.stage, "metrics": self.last_eval}
+        folder = self.run_dir / "final" if final else self.run_dir / "checkpoints" / f"step-{at:07d}"
+        save_checkpoint(folder, self.model, self.quantizer_cfg, self.state_dict(), info)
         if not final:
-            record_latest(run_dir, folder, tc.keep_checkpoints)
+            record_latest(self.run_dir, folder, self.cfg.train.keep_checkpoints)
         return folder
 
-    loader = torch.utils.data.DataLoader(
-        _Subset(data, train_idx),  # the sampler yields positions in the training list
-        batch_sampler=StepBatches(len(train_idx), len(data.syms), tc.batch_size, tc.seed, step, tc.steps),
-        num_workers=cfg.data.num_workers,
-        collate_fn=torch.stack,
-    )
-    columns = (
-        TextColumn(tc.stage),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-    )
-    t_start = time.perf_counter()
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-        task = bar.add_task("train", total=tc.steps, completed=step, info="")
-        if step == 0:
-            run_eval(0)
-        model.train()
+    # ----------------------------------------------------------------- the run
+    def dry_run(self) -> dict[str, Any]:
+        """The report plus the shapes of one forward pass (eval mode); writes nothing."""
+        x = torch.stack([self.data[(self.train_idx[0], 0)]]).to(self.device)
+        with torch.no_grad():
+            self.model.eval()
+            out = self.model(x)
+        shapes = {"input": x.shape, "latent": out.mean.shape, "tokens": out.indices.shape}
+        shapes["logits"] = out.logits.shape
+        return {**self.report(), "shapes": {k: list(v) for k, v in shapes.items()}}
+
+    def evaluate(self) -> None:
+        """Metrics of the training and held-out files at the current step → metrics.jsonl, tb, log."""
+        for name, files in (("train", self.train_idx), ("eval", self.held_idx)):
+            if files:
+                m = evaluate(self.model, self.data, files, self.cfg.train.stage, self.cfg, self.device)
+                self.last_eval[name] = m
+                self._record({"step": self.step, "split": name, **m})
+                self.log(_metric_line(self.step, name, m))
+
+    def _record(self, record: dict[str, Any]) -> None:
+        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        for k, v in record.items():
+            if k not in ("step", "split") and isinstance(v, int | float):
+                self._writer.add_scalar(f"{record['split']}/{k}", v, record["step"])
+
+    def _start(self) -> None:
+        """Write the run's recipe and data report, report skipped files, k-means the codebook if new."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_resolved(cfg, self.run_dir / "recipe.yaml")
+        atomic_write_json(self.run_dir / "data_report.json", self.report()["data"])
+        for p in self.voxels.problems:
+            self.log(f"skipped voxel file {p['file']}: {p['error']}")
+        q = self.model.quantizer
+        if (
+            cfg.train.stage != "vae"
+            and self.vq
+            and not bool(q.initialized)
+            and cfg.model.quantizer.kmeans_init
+        ):
+            t0 = time.perf_counter()
+            n_tok = kmeans_initialise(self.model, self.data, self.train_idx, cfg, self.device)
+            secs = time.perf_counter() - t0
+            self.log(f"k-means: {q.codebook_size} codes on {n_tok} latent tokens in {secs:.1f} s")
+
+    def _train_step(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
+        """One optimizer step on batch ``x``; returns the stage's loss, its terms and batch statistics."""
+        tc = self.cfg.train
+        with torch.autocast(self.device.type, dtype=self.amp_dtype) if self.use_amp else nullcontext():
+            loss, terms, stats = _loss(self.model, x, tc.stage, self.loss_weights, self.vq)
+        opt = self.optimizer
+        if opt is not None and loss.requires_grad:
+            opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if tc.grad_clip:
+                self.scaler.unscale_(opt)
+                stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip))
+            self.scaler.step(opt)
+            self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step += 1
+        return loss, terms, stats
+
+    def train(self) -> dict[str, Any]:
+        """Run to ``train.steps`` (checkpoints, evaluations, final/, export/, summary.json, DONE).
+
+        Ctrl-C saves a checkpoint, logs how to continue and re-raises KeyboardInterrupt.
+        """
+        from torch.utils.tensorboard import SummaryWriter
+
+        cfg, tc = self.cfg, self.cfg.train
+        self._start()
+        frozen_digest = (
+            state_digest(self.model.encoder, self.model.decoder) if tc.stage == "codebook" else None
+        )
+        self._writer = SummaryWriter(str(self.run_dir / "tb"))
+        loader = torch.utils.data.DataLoader(
+            _Subset(self.data, self.train_idx),  # the sampler yields positions in the training list
+            batch_sampler=StepBatches(
+                len(self.train_idx), len(self.data.syms), tc.batch_size, tc.seed, self.step, tc.steps
+            ),
+            num_workers=cfg.data.num_workers,
+            collate_fn=torch.stack,
+        )
+        shown_name = "codebook" if tc.stage == "codebook" else "loss"
+        t_start = time.perf_counter()
+        if self.progress:
+            self.progress(self.step, tc.steps, {})
+        if self.step == 0:
+            self.evaluate()
+        self.model.train()
         try:
             t_log = time.perf_counter()
             for x in loader:
-                x = x.to(device, non_blocking=True)
+                x = x.to(self.device, non_blocking=True)
                 if tc.channels_last:
                     x = x.to(memory_format=torch.channels_last_3d)
-                with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
-                    loss, terms, stats = _loss(model, x, tc.stage, weights, vq)
-                if opt is not None and loss.requires_grad:
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if tc.grad_clip:
-                        scaler.unscale_(opt)
-                        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
-                    scaler.step(opt)
-                    scaler.update()
-                if sched is not None:
-                    sched.step()
-                step += 1
+                loss, terms, stats = self._train_step(x)
+                step = self.step
                 shown = terms["codebook"] if tc.stage == "codebook" else loss
-                bar.update(
-                    task,
-                    advance=1,
-                    info=f"{'codebook' if tc.stage == 'codebook' else 'loss'} {float(shown.detach()):.4g}",
-                )
+                if self.progress:
+                    self.progress(step, tc.steps, {shown_name: float(shown.detach())})
                 if step % tc.log_every == 0 or step == tc.steps:
                     dt = (time.perf_counter() - t_log) / tc.log_every
                     t_log = time.perf_counter()
-                    lr = opt.param_groups[0]["lr"] if opt else 0.0
+                    lr = self.optimizer.param_groups[0]["lr"] if self.optimizer else 0.0
                     rec = {
                         "step": step,
                         "split": "step",
                         "loss": float(loss.detach()),
                         **{k: float(v.detach()) for k, v in terms.items()},
                     }
-                    log({**rec, **stats, "lr": lr, "sec_per_step": dt})
+                    self._record({**rec, **stats, "lr": lr, "sec_per_step": dt})
                 if step % tc.eval_every == 0 and step != tc.steps:
-                    run_eval(step)
+                    self.evaluate()
                 if step % tc.ckpt_every == 0 and step != tc.steps:
-                    checkpoint(step)
+                    self.save()
         except KeyboardInterrupt:
-            saved = checkpoint(step)
-            bar.console.print(
-                f"[yellow]interrupted at step {step}; checkpoint {saved}; continue with --resume {run_dir}"
+            saved = self.save()
+            self.log(
+                f"interrupted at step {self.step}; checkpoint {saved}; continue with --resume {self.run_dir}"
             )
-            writer.close()
+            self._writer.close()
             raise
-        run_eval(step)
-    final = checkpoint(step, final=True)
-    record_latest(run_dir, final, tc.keep_checkpoints)
-    exported = export_trellis(model, run_dir / "export", cfg.model.encoder_file, cfg.model.decoder_file, qcfg)
-    writer.close()
-    summary: dict[str, Any] = {
-        **report,
-        "run_dir": str(run_dir),
-        "steps": step,
-        "seconds": round(time.perf_counter() - t_start, 2),
-        "final": str(final),
-        "export": [str(p) for p in exported],
-        "metrics": last_eval,
-    }
-    if frozen_digest is not None:
-        summary["frozen_unchanged"] = frozen_digest == state_digest(model.encoder, model.decoder)
-        found = pretrained_prefixes(cfg)
-        if found:
-            summary["export_identical_to_pretrained"] = _same_tensors(found, run_dir / "export", cfg)
-    atomic_write_json(run_dir / "summary.json", summary)
-    atomic_write_text(run_dir / "DONE", f"{step}\n")
-    return summary
+        self.evaluate()
+        final = self.save(final=True)
+        record_latest(self.run_dir, final, tc.keep_checkpoints)
+        exported = export_trellis(
+            self.model,
+            self.run_dir / "export",
+            cfg.model.encoder_file,
+            cfg.model.decoder_file,
+            self.quantizer_cfg,
+        )
+        self._writer.close()
+        summary: dict[str, Any] = {
+            **self.report(),
+            "run_dir": str(self.run_dir),
+            "steps": self.step,
+            "seconds": round(time.perf_counter() - t_start, 2),
+            "final": str(final),
+            "export": [str(p) for p in exported],
+            "metrics": self.last_eval,
+        }
+        if frozen_digest is not None:
+            summary["frozen_unchanged"] = frozen_digest == state_digest(
+                self.model.encoder, self.model.decoder
+            )
+            found = pretrained_prefixes(cfg)
+            if found:
+                summary["export_identical_to_pretrained"] = _same_tensors(found, self.run_dir / "export", cfg)
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        atomic_write_text(self.run_dir / "DONE", f"{self.step}\n")
+        return summary
+
+
+def train_vqvae(
+    cfg: VQVAERecipe,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    dry_run: bool = False,
+    log: Logger = _quiet,
+    progress: ProgressFn | bool | None = None,
+) -> dict[str, Any]:
+    """Train (or, with ``dry_run``, only set up and check) a VQ-VAE stage into ``run_dir``.
+
+    Returns the summary dict (also ``run_dir/summary.json``); for a dry run: the parameter split,
+    the data report and the shapes of one forward pass, and nothing is written. ``log`` / ``progress``:
+    see :class:`VQVAETrainer` (a bool ``progress``, the former flag, means no callback).
+    """
+    callback = progress if callable(progress) else None
+    trainer = VQVAETrainer(cfg, run_dir, log=log, progress=callback)
+    if resume and latest_checkpoint(run_dir) is not None:
+        trainer.resume()
+    return trainer.dry_run() if dry_run else trainer.train()
 
 
 class _Subset(torch.utils.data.Dataset):

@@ -31,10 +31,11 @@ from PIL import Image
 
 from r3d.chat.client import Answer, OpenAIChatClient, Query
 from r3d.chat.scores import parse_score_explained
+from r3d.core.device import resolve_device
 from r3d.core.errors import R3DError
 from r3d.edit.config import JudgeConfig
 from r3d.edit.dataset import EditSample
-from r3d.edit.editors import resolve_device, resolve_dtype
+from r3d.edit.editors import resolve_dtype
 from r3d.edit.prompts import MAX_SCORE, Question, build_questions, combine
 from r3d.edit.tiny import TINY, tiny_judge
 from r3d.edit.vl_inputs import IMAGE_TOKEN, QwenVLInputs, vision_token_ids

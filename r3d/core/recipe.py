@@ -13,7 +13,6 @@ Features:
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from pathlib import Path
@@ -184,9 +183,9 @@ def format_validation_error(exc: ValidationError, schema: type[BaseModel], sourc
     dotted = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
         valid = _fields_at(schema, loc[:-1])
-        hint = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-        suggestion = f"; did you mean '{'.'.join([*map(str, loc[:-1]), hint[0]])}'?" if hint else ""
-        if not hint and valid:
+        prefix = "".join(f"{p}." for p in loc[:-1])
+        suggestion = did_you_mean(str(loc[-1]), valid, cutoff=0.5).replace("'", f"'{prefix}", 1)
+        if not suggestion and valid:
             suggestion = f"; valid keys here: {', '.join(valid)}"
         return f"{source}: unknown key '{dotted}'{suggestion}"
     if err["type"] == "missing":

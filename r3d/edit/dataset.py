@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import hashlib
 import io
 import json
@@ -32,7 +31,7 @@ from typing import Any
 
 from PIL import Image
 
-from r3d.core.errors import R3DError
+from r3d.core.errors import R3DError, did_you_mean
 from r3d.core.io import read_text
 
 CATEGORIES: tuple[str, ...] = ("physics", "environment", "social", "causal", "referential")
@@ -164,8 +163,7 @@ def _parse_record(
         return None, f"'seed' must be an integer >= 0, got {seed!r}", "bad field"
     category = raw["category"].strip().lower()
     if category not in CATEGORIES:
-        hint = difflib.get_close_matches(category, CATEGORIES, n=1, cutoff=0.5)
-        more = f"; did you mean '{hint[0]}'?" if hint else f"; known: {', '.join(CATEGORIES)}"
+        more = did_you_mean(category, CATEGORIES, cutoff=0.5) or f"; known: {', '.join(CATEGORIES)}"
         return None, f"unknown category '{raw['category']}'{more}", "unknown category"
     image = raw["image"].strip()
     sample = EditSample(

@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 from test_uni3d import FakeClip, tiny_uni3d
 
+from r3d.core.checkpoint import load_strict
 from r3d.core.config import GRPORecipe
 from r3d.core.errors import R3DError
 from r3d.core.grpo import GRPOTrainer
@@ -22,17 +23,15 @@ from r3d.core.recipe import load_recipe
 from r3d.core.rewards import RewardMix
 from r3d.core.rollout import make_schedule, sample
 from r3d.models.hunyuan3d import (
-    DINO_KEY_RENAMES,
     HUNYUAN3D_21_CONFIG,
     VAE_ENCODER_PREFIXES,
     build_modules,
     load_hunyuan3d_policy,
     load_shape_model,
-    load_strict,
-    map_dino_keys,
     preprocess_image,
 )
 from r3d.models.hunyuan3d_dit import MoEBlock, _split_heads
+from r3d.models.hunyuan3d_keys import DINO_KEY_RENAMES, map_dino_keys
 from r3d.models.hunyuan3d_vae import logits_to_mesh
 from r3d.rewards.uni3d import Uni3DReward
 

@@ -64,7 +64,7 @@ def test_wrong_size_checkpoint_is_a_clear_error(tmp_path):
         {k: getattr(small, k).state_dict() for k in ("text_encoder", "motion_encoder", "movement_encoder")},
         tmp_path / "finest.tar",
     )
-    with pytest.raises(R3DError, match="does not match"):
+    with pytest.raises(R3DError, match="weights do not match the architecture"):
         load_t2m_evaluator(tmp_path / "finest.tar")  # HumanML3D sizes by default
     assert load_t2m_evaluator(tmp_path / "finest.tar", **SMALL).dims["dim_word"] == 16
     torch.save({"text_encoder": {}}, tmp_path / "bad.tar")

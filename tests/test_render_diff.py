@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from r3d.mesh.render import orbit_cameras
-from r3d.models.shapes_data import CLASSES, grid_coords, grid_to_mesh
+from r3d.mesh.shapes import CLASSES, grid_coords, grid_to_mesh
 from r3d.models.tiny_shapes import TinyShapesPolicy
 from r3d.render.cameras import orbit, orbit_views
 from r3d.render.field import render_field

@@ -8,7 +8,7 @@ import torch
 
 from r3d.core.errors import R3DError
 from r3d.core.rewards import Reward
-from r3d.models.shapes_data import CLASSES, random_shape, shape_mesh
+from r3d.mesh.shapes import CLASSES, random_shape, shape_mesh
 from r3d.rewards.semantic import DEFAULT_WEIGHTS, SemanticReward
 
 # Shipped weights, measured: held-out top-1 accuracy 0.94 on fine meshes (400), 0.87 on policy-like

@@ -9,7 +9,7 @@ import trimesh
 
 from r3d.core.errors import R3DError
 from r3d.core.policy import FlowPolicy
-from r3d.models.shapes_data import (
+from r3d.mesh.shapes import (
     CLASSES,
     MAX_RADIUS,
     _convex_polytope_sdf,

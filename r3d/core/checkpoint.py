@@ -151,3 +151,21 @@ def load_state(directory: str | Path) -> dict[str, Any]:
         return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:
         raise R3DError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, Any], what: str, assign: bool = True) -> None:
+    """``load_state_dict(strict=True)`` with a one-line R3DError naming missing / unexpected keys."""
+    expected = set(module.state_dict().keys())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise R3DError(
+            f"{what} weights do not match the architecture: {len(missing)} missing "
+            f"({', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}), {len(unexpected)} unexpected "
+            f"({', '.join(unexpected[:3])}{' …' if len(unexpected) > 3 else ''})"
+        )
+    try:
+        module.load_state_dict(state, strict=True, assign=assign)
+    except RuntimeError as exc:
+        raise R3DError(
+            f"{what} weights do not match the architecture: {str(exc).splitlines()[-1].strip()}"
+        ) from None

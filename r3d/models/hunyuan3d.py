@@ -28,9 +28,11 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
+from r3d.core.checkpoint import load_strict
 from r3d.core.device import resolve_device
 from r3d.core.errors import R3DError
 from r3d.models.hunyuan3d_dit import DiTConfig, HunyuanDiT
+from r3d.models.hunyuan3d_keys import map_dino_keys
 from r3d.models.hunyuan3d_vae import ShapeVAEDecoder, VAEConfig, logits_to_mesh, volume_logits
 
 CONFIG_NAME = "config.yaml"
@@ -40,13 +42,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The VAE encoder is not needed to generate; its keys in the ``vae`` state dict are skipped.
 VAE_ENCODER_PREFIXES = ("encoder.", "pre_kl.")
-#: DINOv2 attention keys: transformers 4.x name (the checkpoint's) → transformers 5 name.
-DINO_KEY_RENAMES = {
-    ".attention.attention.query.": ".attention.q_proj.",
-    ".attention.attention.key.": ".attention.k_proj.",
-    ".attention.attention.value.": ".attention.v_proj.",
-    ".attention.output.dense.": ".attention.o_proj.",
-}
 DEFAULT_LORA_TARGETS = ["to_q", "to_k", "to_v", "out_proj"]
 #: ``hunyuan3d-dit-v2-1/config.yaml`` of tencent/Hunyuan3D-2.1 (the architecture sections, the scheduler
 #: and the image processor). Used to build the full-size modules on the meta device when the weights
@@ -322,40 +317,6 @@ def read_checkpoint(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 — any unreadable file is a user-facing error
         raise R3DError(f"cannot read Hunyuan3D checkpoint {path}: {exc}") from None
-
-
-def map_dino_keys(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
-    """Rename the conditioner's DINOv2 attention keys to the installed transformers' naming (4.x ↔ 5)."""
-    expected = set(module.state_dict().keys())
-    if set(state) <= expected:
-        return state
-    renames = DINO_KEY_RENAMES
-    if not any(new in k for k in expected for new in renames.values()):
-        renames = {new: old for old, new in renames.items()}
-    out = {}
-    for key, value in state.items():
-        for old, new in renames.items():
-            key = key.replace(old, new)
-        out[key] = value
-    return out
-
-
-def load_strict(module: nn.Module, state: dict[str, Any], what: str, assign: bool = True) -> None:
-    """``load_state_dict(strict=True)`` with a one-line R3DError naming missing / unexpected keys."""
-    expected = set(module.state_dict().keys())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise R3DError(
-            f"{what} weights do not match the architecture: {len(missing)} missing "
-            f"({', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}), {len(unexpected)} unexpected "
-            f"({', '.join(unexpected[:3])}{' …' if len(unexpected) > 3 else ''})"
-        )
-    try:
-        module.load_state_dict(state, strict=True, assign=assign)
-    except RuntimeError as exc:
-        raise R3DError(
-            f"{what} weights do not match the architecture: {str(exc).splitlines()[-1].strip()}"
-        ) from None
 
 
 def load_modules(

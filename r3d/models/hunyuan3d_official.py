@@ -29,7 +29,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from r3d.core.checkpoint import load_strict
 from r3d.core.errors import R3DError
+from r3d.models.hunyuan3d_keys import map_dino_keys
 
 #: The classes of Hunyuan3D-2.1's config.yaml, used when a section has no ``target:``.
 DEFAULT_TARGETS = {
@@ -169,8 +171,6 @@ def load_official_modules(
     """Tencent's modules from ``cfg``'s targets with the checkpoint loaded (the DiT and the conditioner
     strictly; the VAE strictly on everything but its encoder, which generation does not use and which
     is loaded where the checkpoint has it), cast, moved, frozen, wrapped."""
-    from r3d.models.hunyuan3d import load_strict, map_dino_keys
-
     missing = [k for k in ("model", "vae", "conditioner") if k not in ckpt]
     if missing:
         raise R3DError(f"Hunyuan3D checkpoint lacks {', '.join(missing)} (keys: {', '.join(ckpt)})")

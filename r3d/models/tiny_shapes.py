@@ -32,7 +32,7 @@ from torch import nn
 
 from r3d.core.errors import R3DError
 from r3d.core.io import read_safetensors
-from r3d.models.shapes_data import CLASSES, grid_coords, grid_to_mesh, parse_prompt
+from r3d.mesh.shapes import CLASSES, grid_coords, grid_to_mesh, parse_prompt
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "tiny_shapes.safetensors"
 SIGMA_MIN = 1e-4  # velocity() clamps σ to this floor: v = (x − x̂₀)/σ is undefined at σ = 0

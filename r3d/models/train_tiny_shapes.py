@@ -2,7 +2,7 @@
 
     python -m r3d.models.train_tiny_shapes --out r3d/assets/tiny_shapes.safetensors [--steps N --seed S]
 
-Data: ``--per-class`` random shapes of every class (r3d.models.shapes_data), their exact SDF sampled
+Data: ``--per-class`` random shapes of every class (r3d.mesh.shapes), their exact SDF sampled
 on a ``--grid``³ cell-centred grid and projected on the K³ cosine basis; latents standardised per
 coefficient. Augmentation: the 8 symmetries of the square about z (flips and the x↔y swap act on the
 coefficients as sign changes and a transpose). Objective: x₀-prediction MSE at σ ~ U(0, 1) on
@@ -28,7 +28,7 @@ from safetensors import safe_open
 
 from r3d.core.asset_training import LossBar, asset_parser, run_script, train_info
 from r3d.core.progress import task_progress
-from r3d.models.shapes_data import CLASSES, is_clean, random_shape, sdf_grid
+from r3d.mesh.shapes import CLASSES, is_clean, random_shape, sdf_grid
 from r3d.models.tiny_shapes import (
     TinyShapesConfig,
     TinyShapesNet,

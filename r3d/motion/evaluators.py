@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from r3d.core.checkpoint import load_strict
 from r3d.core.errors import R3DError
 from r3d.core.io import atomic_write
 from r3d.motion.text import (
@@ -400,14 +401,6 @@ def _sub(state: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise R3DError(f"{what}: state dict does not match ({' '.join(first[:3])[:400]})") from None
-
-
 def _read_meta(path: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
@@ -465,7 +458,7 @@ def load_t2m_evaluator(
         all_dims, _stats(mean, all_dims["dim_pose"]), _stats(std, all_dims["dim_pose"]), word_vectors
     )
     for name, sub in parts.items():
-        _load_strict(getattr(model, name), sub, f"{path} [{name}]")
+        load_strict(getattr(model, name), sub, f"{path} [{name}]", assign=False)
     model.source = str(path)
     return model.eval()
 
@@ -515,7 +508,7 @@ def load_tmr(
         all_dims, _stats(mean, all_dims["nfeats"]), _stats(std, all_dims["nfeats"]), text_features
     )
     for name, sub in parts.items():
-        _load_strict(getattr(model, name), sub, f"{path} [{name}]")
+        load_strict(getattr(model, name), sub, f"{path} [{name}]", assign=False)
     model.source = str(path)
     return model.eval()
 

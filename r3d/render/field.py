@@ -1,6 +1,6 @@
 """Differentiable volume rendering of signed-distance / occupancy grids in plain torch (CPU or GPU).
 
-Grid convention (that of r3d's tiny-shapes and of :mod:`r3d.models.shapes_data`): a (B, R, R, R)
+Grid convention (that of r3d's tiny-shapes and of :mod:`r3d.mesh.shapes`): a (B, R, R, R)
 tensor indexed (x, y, z), cell-centred samples x_n = −b + (2n + 1)·b/R over the cube [−b, b]³
 (``bound`` b = 1), values trilinearly interpolated (``grid_sample``, border padding). An SDF is negative
 inside; occupancy logits are positive inside (``kind="logits"``).

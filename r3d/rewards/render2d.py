@@ -239,7 +239,7 @@ class _Midpoint:
 
 def prototype_grid(cls: int, resolution: int) -> torch.Tensor:
     """Exact SDF (R, R, R) of class ``cls``'s prototype: mid-range parameters, identity pose, no offset."""
-    from r3d.models.shapes_data import CLASSES, Shape, _local_params, sdf_grid
+    from r3d.mesh.shapes import CLASSES, Shape, _local_params, sdf_grid
 
     params = _local_params(CLASSES[cls], _Midpoint())
     shape = Shape(cls, {k: float(v) for k, v in params.items()})
@@ -270,7 +270,7 @@ class SilhouetteReward(RenderReward):
 
     def _mesh(self, cls: int) -> Any:
         if cls not in self._meshes:
-            from r3d.models.shapes_data import grid_to_mesh
+            from r3d.mesh.shapes import grid_to_mesh
 
             self._meshes[cls] = grid_to_mesh(prototype_grid(cls, self.target_resolution).numpy())
         return self._meshes[cls]
@@ -282,7 +282,7 @@ class SilhouetteReward(RenderReward):
         One ray-casting call per class covers all its samples' cameras; rigs seen before are cached.
         """
         from r3d.mesh.render import render_views
-        from r3d.models.shapes_data import parse_prompt
+        from r3d.mesh.shapes import parse_prompt
 
         v, size = cameras.views, cameras.size
         out: list[torch.Tensor | None] = [None] * len(prompts)

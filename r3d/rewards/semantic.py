@@ -23,7 +23,7 @@ from torch import nn
 
 from r3d.core.errors import R3DError
 from r3d.core.io import read_safetensors
-from r3d.models.shapes_data import CLASSES, parse_prompt
+from r3d.mesh.shapes import CLASSES, parse_prompt
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "semantic_pointnet.safetensors"
 

@@ -26,7 +26,7 @@ from scipy.spatial.transform import Rotation
 
 from r3d.core.asset_training import LossBar, asset_parser, run_script, train_info
 from r3d.core.progress import task_progress
-from r3d.models.shapes_data import CLASSES, grid_to_mesh, random_shape, sdf_grid
+from r3d.mesh.shapes import CLASSES, grid_to_mesh, random_shape, sdf_grid
 from r3d.models.tiny_shapes import coeffs_to_grid, grid_to_coeffs
 from r3d.rewards.semantic import (
     PointNetClassifier,

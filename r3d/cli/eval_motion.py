@@ -142,13 +142,14 @@ def eval_motion(
     if out is not None:
         atomic_write_json(out, report)
     if html is not None:
-        from r3d.report.motion import collect_samples, write_motion_report
+        from r3d.motion.evaluate import collect_report_samples
+        from r3d.report.motion import write_motion_report
 
         options = {"stats_dir": stats_dir, "clip": clip, "guidance_scale": guidance, "device": device}
         options.update(
             steps=steps, seed=seed, reference=reference, split=split, reference_size=reference_size
         )
-        write_motion_report(report, collect_samples(report, model, motions, adapter, options), html)
+        write_motion_report(report, collect_report_samples(report, model, motions, adapter, options), html)
     if json_out:
         print(json.dumps(report))
         return

@@ -40,57 +40,6 @@ def metric_table(report: dict[str, Any]) -> str:
     return table(header, rows)
 
 
-def collect_samples(
-    report: dict[str, Any],
-    model: str | None,
-    motions_dir: Path | None,
-    adapter: Path | None,
-    options: dict[str, Any],
-    captions: int = 4,
-    per_caption: int = 3,
-) -> list[SampleRow]:
-    """Rows of samples to animate: from ``motions_dir``, up to ``per_caption`` motions of its first
-    ``captions`` captions; from a model, the first ``captions`` reference captions, each with its
-    reference motion, ``per_caption`` generations (seed ``options['seed']``), and with a baseline the
-    model without the adapter at the same noise. ``options``: load_policy / generate settings
-    (stats_dir, clip, guidance_scale, device, steps, seed, reference, split, reference_size)."""
-    from r3d.motion.evaluate import generate, humanml3d_reference, load_policy, synthetic_reference
-
-    if motions_dir is not None:
-        from r3d.motion.artifacts import load_motion_folder
-
-        motions, texts, _ = load_motion_folder(motions_dir)
-        order = list(dict.fromkeys(texts))[:captions]
-        return [
-            ("generated", c, [m for m, t in zip(motions, texts, strict=True) if t == c][:per_caption])
-            for c in order
-        ]
-    o = options
-    ref = (
-        synthetic_reference(o["reference_size"])
-        if o["reference"] == "synthetic"
-        else humanml3d_reference(o["reference"], o["split"])
-    )
-    picks = list(range(min(captions, len(ref))))
-    texts, lengths = [ref.texts[i] for i in picks], [ref.motions[i].length for i in picks]
-    load = (o["stats_dir"], o["clip"], o["guidance_scale"], o["device"])
-    models = [("with adapter" if adapter else "generated", adapter)]
-    if report.get("paired") is not None:
-        models.insert(0, ("base model", None))
-    rows: list[SampleRow] = []
-    generated = {
-        title: generate(load_policy(model, path, *load), texts, per_caption, o["seed"], o["steps"], lengths)
-        for title, path in models
-    }
-    for k, i in enumerate(picks):
-        rows.append(("reference", texts[k], [ref.motions[i]]))
-        rows += [
-            (title, texts[k], gen[k * per_caption : (k + 1) * per_caption])
-            for title, gen in generated.items()
-        ]
-    return rows
-
-
 def write_motion_report(report: dict[str, Any], rows: Sequence[SampleRow], path: Path) -> Path:
     """Write the page to ``path`` atomically."""
     s = report["settings"]

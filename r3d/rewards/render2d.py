@@ -152,11 +152,18 @@ class RenderReward:
         raise NotImplementedError
 
     def __call__(self, artifacts: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """``{name: float32 (B,)}`` on CPU."""
-        views = self.render_artifacts(artifacts, self.cameras(len(artifacts)))
-        with torch.no_grad():
-            score = self.score_views(views, list(prompts))
-        return {self.name: score.detach().float().cpu()}
+        """``{name: float32 (B,)}`` on CPU; an empty decode (None) scores the reward's minimum (meshes:
+        an empty view; other kinds: ``value_range[0]``)."""
+        if all(a is None or _is_mesh(a) for a in artifacts):
+            keep = list(range(len(artifacts)))
+        else:
+            keep = [i for i, a in enumerate(artifacts) if a is not None]
+        score = torch.full((len(artifacts),), float(self.value_range[0]))
+        if keep:
+            views = self.render_artifacts([artifacts[i] for i in keep], self.cameras(len(keep)))
+            with torch.no_grad():
+                score[keep] = self.score_views(views, [prompts[i] for i in keep]).detach().float().cpu()
+        return {self.name: score}
 
     def score_latents(
         self,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from r3d.core.errors import R3DError
-from r3d.core.io import atomic_write_text
+from r3d.core.io import atomic_write, atomic_write_text
 
 MESH_FORMATS = ("glb", "obj", "ply")
 
@@ -36,12 +36,24 @@ def save_artifact(artifact: Any, stem: Path, fmt: str) -> Path | None:
         path = stem.with_suffix(f".{fmt}")
         save_mesh(artifact, path)
         return path
+    path = stem.with_suffix(f".{fmt}")
+    if _is_image(artifact):  # PIL picks the format from the name, and a temporary name has none
+        from PIL import Image
+
+        image_format = Image.registered_extensions().get(f".{fmt.lower()}")
+        if image_format is None:
+            raise R3DError(f"unknown image format {fmt!r}; use png, jpg or webp")
+        return atomic_write(path, lambda tmp: artifact.save(tmp, format=image_format))
     saver = getattr(artifact, "save", None)
     if saver is None:
         raise R3DError(f"don't know how to save a {type(artifact).__name__}")
-    path = stem.with_suffix(f".{fmt}")
-    saver(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saver(path)  # the artifact's own writer (Gaussian clouds and motions write atomically)
     return path
+
+
+def _is_image(artifact: Any) -> bool:
+    return type(artifact).__module__.startswith("PIL.")
 
 
 def preview(artifacts: list[Any], labels: list[str], path: Path, policy: Any = None) -> Path | None:

@@ -462,6 +462,11 @@ class MeshSanityGold:
         keys = ["orientation", "aspect"] + (["genus", "volume"] if cls is not None else [])
         if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
             return dict.fromkeys(keys, 0.0)
+        if cls is None:  # any backend's mesh: scaled into the occupancy grid's cube first
+            scale = 0.95 / max(float(np.abs(mesh.bounds - mesh.bounds.mean(0)).max()), 1e-9)
+            mesh = mesh.copy()
+            mesh.apply_translation(-mesh.bounds.mean(0))
+            mesh.apply_scale(scale)
         cell = (2.0 / self.resolution) ** 3
         enclosed = float(mesh_occupancy(mesh, self.resolution).sum()) * cell
         signed = float(mesh.volume)

@@ -48,7 +48,9 @@ from r3d.models.shapes_data import (
 _YAW_PERIOD = {"cube": 90.0, "pyramid": 90.0, "octahedron": 90.0, "prism": 120.0}
 _FLIP = ("cone", "pyramid")  # apex up or down
 _GENUS_ONE = ("torus", "tube")
-_JITTER = 1.2345e-4  # column offset so that no ray passes exactly through a mesh edge
+# column offsets along the two ray-normal axes, unequal so that a column never sits exactly on a
+# diagonal edge x − y = const of a marching-cubes mesh
+_JITTER = (1.2345e-4, 2.7183e-4)
 
 
 # ----------------------------------------------------------------------------- occupancy
@@ -57,25 +59,38 @@ _JITTER = 1.2345e-4  # column offset so that no ray passes exactly through a mes
 def mesh_occupancy(mesh: trimesh.Trimesh | None, resolution: int = 24) -> np.ndarray:
     """Inside/outside of ``mesh`` at the cell-centred ``resolution``³ grid of [−1, 1]³: bool (R, R, R).
 
-    A cell is inside when the rays from it towards −z and towards +z each cross the surface an odd
-    number of times (exact for closed meshes; a column with an odd number of crossings, e.g. an open
-    mesh, keeps only the cells both rays agree on). None/empty → all False.
+    Along each axis, a cell is inside when the rays from it in both directions each cross the surface an
+    odd number of times; the cell is inside when at least two of the three axes say so. Exact for closed
+    meshes; a ray that grazes an edge (a missed or doubled crossing) spoils one column of one axis,
+    which the other two outvote. None/empty → all False.
     """
     r = resolution
-    occ = np.zeros((r, r, r), dtype=bool)
     if mesh is None or len(mesh.faces) == 0:
-        return occ
+        return np.zeros((r, r, r), dtype=bool)
     tri = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]  # (T, 3, 3)
     if not np.isfinite(tri).all():
-        return occ
-    c = grid_coords(r) + _JITTER
+        return np.zeros((r, r, r), dtype=bool)
+    votes = np.zeros((r, r, r), dtype=np.int8)
+    for axes in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):  # the ray axis is the last one
+        votes += np.transpose(_z_parity(tri[..., list(axes)], r), np.argsort(axes))
+    return votes >= 2
+
+
+def _z_parity(tri: np.ndarray, r: int) -> np.ndarray:
+    """Cells of the r³ grid inside triangles ``tri`` (T, 3, 3) by parity of rays along ±z: bool (r, r, r).
+
+    Both rays (towards −z and +z) must cross an odd number of times, so a column with a missed
+    crossing loses cells rather than filling everything above it.
+    """
+    occ = np.zeros((r, r, r), dtype=bool)
+    cx, cy = grid_coords(r) + _JITTER[0], grid_coords(r) + _JITTER[1]
     a, b, d = tri[:, 0], tri[:, 1], tri[:, 2]
     lo, hi = tri[..., :2].min(1), tri[..., :2].max(1)
     # columns whose (x, y) lies in the triangle's projection: candidate pairs from the bounding boxes
-    i0 = np.searchsorted(c, lo[:, 0]).clip(0, r)
-    i1 = np.searchsorted(c, hi[:, 0], side="right").clip(0, r)
-    j0 = np.searchsorted(c, lo[:, 1]).clip(0, r)
-    j1 = np.searchsorted(c, hi[:, 1], side="right").clip(0, r)
+    i0 = np.searchsorted(cx, lo[:, 0]).clip(0, r)
+    i1 = np.searchsorted(cx, hi[:, 0], side="right").clip(0, r)
+    j0 = np.searchsorted(cy, lo[:, 1]).clip(0, r)
+    j1 = np.searchsorted(cy, hi[:, 1], side="right").clip(0, r)
     ni, nj = i1 - i0, j1 - j0
     counts = ni * nj
     keep = counts > 0
@@ -85,7 +100,7 @@ def mesh_occupancy(mesh: trimesh.Trimesh | None, resolution: int = 24) -> np.nda
     offs = np.arange(len(t_idx)) - np.repeat(np.cumsum(counts[keep]) - counts[keep], counts[keep])
     ii = i0[t_idx] + offs // nj[t_idx]
     jj = j0[t_idx] + offs % nj[t_idx]
-    px, py = c[ii], c[jj]
+    px, py = cx[ii], cy[jj]
     ax, ay, bx, by, dx, dy = a[t_idx, 0], a[t_idx, 1], b[t_idx, 0], b[t_idx, 1], d[t_idx, 0], d[t_idx, 1]
     den = (by - dy) * (ax - dx) + (dx - bx) * (ay - dy)
     ok = np.abs(den) > 1e-14
@@ -95,8 +110,10 @@ def mesh_occupancy(mesh: trimesh.Trimesh | None, resolution: int = 24) -> np.nda
     w2 = 1.0 - w0 - w1
     inside = ok & (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
     z = w0 * a[t_idx, 2] + w1 * b[t_idx, 2] + w2 * d[t_idx, 2]
-    ii, jj, z = ii[inside], jj[inside], z[inside]
-    k = np.searchsorted(c - _JITTER, z)  # hit between cell k−1 and k: cells ≥ k lie above it
+    # a column through an edge shared by two triangles hits both at the same z: count it once
+    hit = np.unique(np.stack([ii[inside], jj[inside], np.round(z[inside], 9)], axis=1), axis=0)
+    ii, jj, z = hit[:, 0].astype(np.int64), hit[:, 1].astype(np.int64), hit[:, 2]
+    k = np.searchsorted(grid_coords(r), z)  # hit between cell k−1 and k: cells ≥ k lie above it
     hits = np.zeros((r, r, r + 1), dtype=np.int32)
     np.add.at(hits, (ii, jj, k), 1)
     below = np.cumsum(hits[..., :r], axis=2)
@@ -357,7 +374,7 @@ def fit_families(
         refined = [_refine(target, start, search_resolution) for start in starts[name][:n_starts]]
         best = max(refined, key=lambda f: f.iou)
         best.iou = target.iou(best, resolution)
-        fits[name] = _refine(target, best, resolution, steps=(0.02,))  # polish at full resolution
+        fits[name] = _refine(target, best, resolution, steps=(0.06, 0.02))  # polish at full resolution
     for fit in fits.values():
         fit.iou = target.iou(fit, resolution)
     return fits

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,30 +10,19 @@ import torch
 from r3d.rewards.semantic import SemanticReward
 
 
-class SemanticGold:
+class SemanticGold(SemanticReward):
     """Probability (and top-1 accuracy) of the prompt's class under r3d's PointNet classifier.
 
     A gold measure only where the recipe's rewards do not include ``semantic`` (the same classifier):
-    :func:`r3d.runner.build_gold` refuses it otherwise. Options are those of
+    :func:`r3d.runner.build_gold_set` refuses it otherwise. Options are those of
     :class:`r3d.rewards.semantic.SemanticReward`.
     """
 
     name = "semantic_prob"
-    higher_is_better = True
-    value_range = (0.0, 1.0)
     guarded = True
     conflicts_with = ("semantic",)
 
-    def __init__(
-        self,
-        weights: str | Path | None = None,
-        num_points: int = 1024,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        self.model = SemanticReward(weights, num_points, seed, device)
-
     def __call__(self, artifacts: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``semantic_prob`` = p(prompt class), ``accuracy`` = top-1 hit, float32 (B,)."""
-        scores = self.model(artifacts, prompts)
-        return {self.name: scores["semantic"], "accuracy": scores["correct"]}
+        scores = super().__call__(artifacts, prompts)
+        return {self.name: scores[self.name], "accuracy": scores["correct"]}

@@ -214,3 +214,21 @@ def test_base_model_samples_are_scored_by_the_trainer_with_reference(tmp_path: P
     first = trainer._reference
     trainer._evaluate("t")
     assert trainer._reference is first
+
+
+@pytest.mark.parametrize("name", ["t2m_retrieval", "tmr_retrieval"])
+def test_motion_retrieval_gold_prefers_the_true_motion(name: str) -> None:
+    """With the evaluator that is not the reward: true caption–motion pairs retrieve their caption
+    (top-3 hit) more often and match closer than the same motions with shifted captions; a None motion
+    misses."""
+    from r3d.motion.artifacts import Motion
+    from r3d.motion.synthetic import make_motion
+
+    specs = [make_motion(100 + i, a) for i, a in enumerate(["walk", "jump", "wave", "squat", "kick", "clap"])]
+    motions, captions = [Motion(s.features) for s in specs], [s.caption for s in specs]
+    gold = resolve(name, GOLD, "gold measure")()
+    right = gold(motions, captions)
+    wrong = gold(motions[1:] + motions[:1], captions)
+    assert right[name].mean() > wrong[name].mean()
+    assert right["matching"].mean() < wrong["matching"].mean()
+    assert gold([None], captions[:1])[name].tolist() == [0.0]

@@ -232,3 +232,18 @@ def test_motion_retrieval_gold_prefers_the_true_motion(name: str) -> None:
     assert right[name].mean() > wrong[name].mean()
     assert right["matching"].mean() < wrong["matching"].mean()
     assert gold([None], captions[:1])[name].tolist() == [0.0]
+
+
+def test_clip_views_is_declared_for_real_backends_and_names_missing_weights(tmp_path: Path) -> None:
+    """The real-backend recipes list clip_views (a CLIP that is not their reward); a local CLIP folder
+    that is not there is reported by the dry-run hook, a present one or a hub id is not."""
+    from r3d.gold.clip import ClipViewsGold
+
+    for recipe in ("mesh_uni3d.yaml", "diffsplat_nabla_normal.yaml"):
+        cfg = validate(read_yaml(RECIPES / recipe), GRPORecipe, source=recipe)
+        assert "clip_views" in gold_names(cfg) and "clip_views" not in cfg.rewards
+    missing = ClipViewsGold.missing_weights(model=str(tmp_path / "clip"))
+    assert missing and "not found" in missing[0]
+    (tmp_path / "clip").mkdir()
+    assert ClipViewsGold.missing_weights(model=str(tmp_path / "clip")) == []
+    assert ClipViewsGold.missing_weights(model="openai/clip-vit-base-patch32") == []

@@ -28,10 +28,10 @@ from r3d.core.memory import (
     saved_peak,
     unit_peak,
 )
-from r3d.core.registry import POLICIES, REWARDS, check_options, resolve
+from r3d.core.registry import GOLD, POLICIES, REWARDS, check_options, resolve
 from r3d.core.rewards import RewardMix
 from r3d.core.rollout import decode
-from r3d.runner import policy_options, reward_options, trainer_class
+from r3d.runner import check_gold, gold_names, gold_options, policy_options, reward_options, trainer_class
 
 
 @dataclass
@@ -275,10 +275,25 @@ def _try(fn: Callable[[], Any]) -> bool:
     return True
 
 
+def _dry_gold(cfg: GRPORecipe, rewards: RewardMix, rep: DryRunReport) -> None:
+    """Build (or meta-build) each gold measure of ``eval.gold`` and check it is not a trained reward."""
+    for name in gold_names(cfg):
+        try:
+            built = _dry_build("gold measure", name, gold_options(cfg, name), GOLD, rep)
+        except R3DError as exc:
+            rep.problem(f"gold measure {name}: {exc}")
+            continue
+        if built.obj is not None:
+            try:
+                check_gold(cfg, built.obj, rewards)
+            except R3DError as exc:
+                rep.problem(str(exc))
+
+
 def dry_run(cfg: GRPORecipe, run_dir: Path, recipe: str = "") -> DryRunReport:
     """Validate a GRPO recipe without training (``r3d grpo RECIPE --dry-run``); writes nothing.
 
-    1. Builds the policy and every reward — for real when their weights and device are present,
+    1. Builds the policy, every reward and every gold measure (``eval.gold``) — for real when their weights and device are present,
        otherwise on the meta device (full-size shapes from the config, no weights) where the adapter
        supports it; a missing weight set is a problem that names the ``r3d fetch-weights`` command.
     2. Encodes the prompts, attaches LoRA and the optimizer exactly as training does.
@@ -298,6 +313,9 @@ def dry_run(cfg: GRPORecipe, run_dir: Path, recipe: str = "") -> DryRunReport:
     rewards = {
         n: _dry_build("reward", cfg.reward_type(n), reward_options(cfg, n), REWARDS, rep) for n in cfg.rewards
     }
+    trained = [(rewards[n].obj, rc.weight, n) for n, rc in cfg.rewards.items() if rewards[n].obj is not None]
+    mix = RewardMix([r for r, _, _ in trained], [w for _, w, _ in trained], [n for _, _, n in trained])
+    _dry_gold(cfg, mix, rep)
     policy, trainer = pol.obj, None
     if policy is not None:
         device = _module_device(policy, pol.device)
@@ -306,10 +324,6 @@ def dry_run(cfg: GRPORecipe, run_dir: Path, recipe: str = "") -> DryRunReport:
             rep.ok("prompts", f"{len(set(cfg.prompts.train + cfg.prompts.eval))} distinct prompts encoded")
         except R3DError as exc:
             rep.problem(f"prompts: {exc}")
-        built = [
-            (rewards[n].obj, rc.weight, n) for n, rc in cfg.rewards.items() if rewards[n].obj is not None
-        ]
-        mix = RewardMix([r for r, _, _ in built], [w for _, w, _ in built], [n for _, _, n in built])
         try:
             trainer = trainer_class(cfg)(cfg, policy, mix, run_dir, log=lambda _: None)
         except R3DError as exc:

@@ -71,7 +71,12 @@ def _cpu_fp32_options(factory: Callable[..., Any], options: dict[str, Any]) -> d
 
 
 def _run_recipe(run_dir: Path) -> tuple[GRPORecipe, Path]:
-    ckpt = run_dir / "checkpoint"
+    """The run's recipe and checkpoint folder; ``run_dir`` may also be a checkpoint folder inside a run
+    (e.g. ``RUN/checkpoint_best_gold``, kept by the over-optimisation guard)."""
+    if (run_dir / ADAPTER_FILE).is_file() and (run_dir.parent / "recipe.yaml").is_file():
+        run_dir, ckpt = run_dir.parent, run_dir
+    else:
+        ckpt = run_dir / "checkpoint"
     if not (run_dir / "recipe.yaml").is_file():
         raise R3DError(f"{run_dir} is not a run folder (no recipe.yaml)")
     if not (ckpt / ADAPTER_FILE).is_file() or not (ckpt / CONFIG_FILE).is_file():

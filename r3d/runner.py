@@ -20,11 +20,22 @@ from r3d.core import lock
 from r3d.core.checkpoint import load_adapter_weights, recover_checkpoint, resolve_checkpoint
 from r3d.core.config import GRPORecipe
 from r3d.core.errors import R3DError
+from r3d.core.gold import GoldSet, OverOptimisationGuard, describe
 from r3d.core.grpo import GRPOTrainer, attach_lora
 from r3d.core.io import atomic_write_json, read_jsonl, read_text
 from r3d.core.plots import reward_curves
 from r3d.core.recipe import apply_overrides, load_recipe, read_yaml, validate
-from r3d.core.registry import POLICIES, REWARDS, build_policy, build_reward, resolve, with_run_device
+from r3d.core.registry import (
+    GOLD,
+    GOLD_DEFAULTS,
+    POLICIES,
+    REWARDS,
+    build_gold,
+    build_policy,
+    build_reward,
+    resolve,
+    with_run_device,
+)
 from r3d.core.rewards import RewardMix
 from r3d.core.rollout import decode, make_schedule, sample
 
@@ -100,6 +111,53 @@ def build_rewards(cfg: GRPORecipe) -> RewardMix:
     return RewardMix(rewards, weights, labels=list(cfg.rewards))
 
 
+def gold_names(cfg: GRPORecipe) -> list[str]:
+    """The recipe's gold measures: ``eval.gold``, or the model's defaults when it is unset."""
+    if cfg.eval.gold is not None:
+        return list(cfg.eval.gold)
+    return list(GOLD_DEFAULTS.get(cfg.model.name, []))
+
+
+def gold_options(cfg: GRPORecipe, name: str) -> dict[str, Any]:
+    """Gold measure ``name``'s factory options (``eval.gold_options``) plus ``run.device`` where it applies."""
+    return with_run_device(name, GOLD, "gold measure", cfg.eval.gold_options.get(name, {}), cfg.run.device)
+
+
+def guarded_gold(cfg: GRPORecipe) -> list[str]:
+    """Headline names of the recipe's gold measures the guard watches (from their classes; nothing built)."""
+    factories = [resolve(n, GOLD, "gold measure") for n in gold_names(cfg)]
+    return [
+        getattr(f, "name", n)
+        for n, f in zip(gold_names(cfg), factories, strict=True)
+        if getattr(f, "guarded", True)
+    ]
+
+
+def check_gold(cfg: GRPORecipe, measure: Any, rewards: RewardMix) -> None:
+    """A gold measure must not be a reward the recipe trains on (R3DError otherwise)."""
+    trained = {r.name for r, w in zip(rewards.rewards, rewards.weights, strict=True) if w != 0}
+    same = trained & set(getattr(measure, "conflicts_with", ()))
+    if measure.name in trained or same:
+        raise R3DError(
+            f"gold measure {measure.name} is the reward {(same or {measure.name}).pop()} this recipe trains "
+            "on; a gold measure must be independent of the rewards (see eval.gold)"
+        )
+    hook = getattr(measure, "conflicts", None)
+    problem = (
+        hook([r for r, w in zip(rewards.rewards, rewards.weights, strict=True) if w != 0]) if hook else None
+    )
+    if problem:
+        raise R3DError(f"gold measure {measure.name} is not independent of the rewards: {problem}")
+
+
+def build_gold_set(cfg: GRPORecipe, rewards: RewardMix) -> GoldSet:
+    """The recipe's gold measures, built and checked against its rewards."""
+    measures = [build_gold(n, **gold_options(cfg, n)) for n in gold_names(cfg)]
+    for m in measures:
+        check_gold(cfg, m, rewards)
+    return GoldSet(measures)
+
+
 def make_trainer(
     cfg: GRPORecipe,
     run_dir: Path,
@@ -125,7 +183,9 @@ def make_trainer(
         policy.encode_prompts(inline or cfg.prompts.train[:1])
         trainer_cls = trainer_class(cfg)
         draw = functools.partial(evaluation_preview, policy=policy, log=log)
-        return trainer_cls(cfg, policy, build_rewards(cfg), run_dir, log=log, preview=draw, progress=progress)
+        rewards = build_rewards(cfg)
+        gold = build_gold_set(cfg, rewards)
+        return trainer_cls(cfg, policy, rewards, run_dir, log=log, preview=draw, progress=progress, gold=gold)
     except BaseException:
         if fresh:  # leave no empty folder behind a run that never started
             lock.drop(run_dir)
@@ -177,10 +237,33 @@ def finish_run(run_dir: Path) -> dict[str, Any]:
         keys = [k for k in first if k.startswith("eval/")]
         summary["eval"] = {k.removeprefix("eval/"): {"start": first[k], "end": last.get(k)} for k in keys}
         summary["eval_iterations"] = [first["iteration"], last["iteration"]]
+    guard = guard_summary(run_dir, records)
+    if guard is not None:
+        summary["guard"] = guard
     plot = reward_curves(run_dir)
     summary["plot"] = str(plot) if plot else None
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def guard_summary(run_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The over-optimisation guard replayed over a run's evaluations (the ``guard`` entry of
+    summary.json), or None when the run logged no gold measure."""
+    golds = sorted({k.removeprefix("eval/gold/") for r in records for k in r if k.startswith("eval/gold/")})
+    if not golds or not (run_dir / "recipe.yaml").is_file():
+        return None
+    cfg = validate(read_yaml(run_dir / "recipe.yaml"), GRPORecipe, source=str(run_dir / "recipe.yaml"))
+    guarded = [g for g in guarded_gold(cfg) if g in golds]
+    patience = cfg.train.stop_on_gold_drop or cfg.eval.gold_warn_after
+    guard = OverOptimisationGuard(guarded, patience, cfg.eval.gold_noise_z).replay(records)
+    out = guard.summary()
+    best = run_dir / "checkpoint_best_gold"
+    out["stop_on_gold_drop"] = cfg.train.stop_on_gold_drop
+    out["stopped"] = bool(cfg.train.stop_on_gold_drop and guard.events)
+    out["best_gold_checkpoint"] = str(best) if best.is_dir() else None
+    if guard.events:
+        out["warning"] = describe(guard.events[0])
+    return out
 
 
 def load_adapter(policy: Any, adapter: Path) -> Any:

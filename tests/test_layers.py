@@ -1,7 +1,8 @@
 """The import graph has layers and no upward imports (checked on the source, AST only).
 
 core at the bottom; mesh and the chat client beside it; render, motion data and the HTML report blocks
-above; the backend packages (models, rewards, vqvae, edit) above those, none importing another; the
+above; the backend packages (models, rewards, vqvae, edit) above those, none importing another, and the
+gold measures over them; the
 command layer (the library side of each command, and the asset-training programs) above them; the CLI
 on top. A module may import its own package and any lower layer, never a higher one.
 """
@@ -24,6 +25,7 @@ LAYERS = {
     "r3d.rewards": 5,
     "r3d.vqvae": 5,
     "r3d.edit": 5,
+    "r3d.gold": 5.5,  # gold measures may reuse reward code (never the reverse)
     "r3d.artifacts": 6,
     "r3d.runner": 6,
     "r3d.dry_run": 6,

@@ -163,6 +163,12 @@ class TrainConfig(StrictModel):
         "(vectorised kernels round a sample differently in batches of other sizes), and other results "
         "for batch-dependent ones (in-batch R-precision distractors).",
     )
+    stop_on_gold_drop: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after K consecutive evaluations with a gold drop while the reward rose (the "
+        "over-optimisation guard) and keep the best-gold adapter in checkpoint_best_gold/; None = warn only.",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
     ema: EmaConfig = Field(
         default_factory=EmaConfig, description="EMA of the LoRA weights (off by default); r3d export --ema."
@@ -271,6 +277,34 @@ class EvalConfig(StrictModel):
     samples_per_prompt: int = Field(4, ge=1)
     seed: int = Field(12345, description="Fixed noise seed of the evaluation.")
     num_steps: int | None = Field(None, description="Evaluation sampling steps; None = sampler.num_steps.")
+    gold: list[str] | None = Field(
+        None,
+        description="Gold measures computed at each evaluation and never trained on (names of "
+        "r3d.core.registry.GOLD or module:factory paths), logged as eval/gold/<name>; None = the "
+        "model's defaults (GOLD_DEFAULTS), [] = none.",
+    )
+    gold_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Gold measure name → keyword options of its factory."
+    )
+    gold_warn_after: int = Field(
+        2,
+        ge=1,
+        description="The over-optimisation guard warns after this many consecutive evaluations with a "
+        "guarded gold below its best beyond the noise while the held-out reward rose "
+        "(train.stop_on_gold_drop, when set, is used instead).",
+    )
+    gold_noise_z: float = Field(
+        2.0, gt=0, description="A gold drop counts when it exceeds z·√(se² + se_best²) (standard errors)."
+    )
+
+    @model_validator(mode="after")
+    def _check_gold(self) -> EvalConfig:
+        if self.gold is not None and len(set(self.gold)) != len(self.gold):
+            raise ValueError("eval.gold lists a measure twice")
+        extra = sorted(set(self.gold_options) - set(self.gold or []))
+        if self.gold is not None and extra:
+            raise ValueError(f"eval.gold_options names {extra}, which eval.gold does not list")
+        return self
 
 
 class CheckpointConfig(StrictModel):

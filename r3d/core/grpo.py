@@ -25,6 +25,7 @@ from r3d.core.checkpoint import load_adapter_weights, load_state, save_checkpoin
 from r3d.core.config import GRPORecipe
 from r3d.core.ema import ParameterEMA, trainable
 from r3d.core.errors import R3DError
+from r3d.core.gold import EvalContext, GoldSet, OverOptimisationGuard, describe
 from r3d.core.io import append_jsonl, atomic_write_text, read_jsonl
 from r3d.core.losses import flow_grpo_kl, gaussian_kl, grpo_policy_loss
 from r3d.core.recipe import save_resolved
@@ -54,6 +55,8 @@ class GRPOTrainer:
     """Drives any ``FlowPolicy`` / ``DiffusionPolicy`` with any ``RewardMix``.
 
     ``preview(artifacts, labels, path)``: optional, draws evaluation samples (e.g. a contact sheet).
+    ``gold``: optional gold measures computed at each evaluation (never trained on) and watched by the
+    over-optimisation guard (:mod:`r3d.core.gold`).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class GRPOTrainer:
         log: Logger = print,
         preview: Callable[[list[Any], list[str], Path], Any] | None = None,
         progress: Callable[[int, int, dict[str, float]], None] | None = None,
+        gold: GoldSet | None = None,
     ) -> None:
         self.cfg = recipe
         self.policy = policy
@@ -111,6 +115,16 @@ class GRPOTrainer:
         self.iteration = 0
         self._stop_requested = False
         self.ema = self._new_ema() if t.ema.enabled else None
+        self.gold = gold if gold is not None and gold.measures else None
+        self.guard = self._new_guard()
+        self._reference: tuple[torch.Tensor, list[Any]] | None = None  # base samples at the eval noise
+
+    def _new_guard(self) -> OverOptimisationGuard | None:
+        """The over-optimisation guard over the guarded gold headlines (None without any)."""
+        if self.gold is None or not self.gold.guarded:
+            return None
+        patience = self.cfg.train.stop_on_gold_drop or self.cfg.eval.gold_warn_after
+        return OverOptimisationGuard(self.gold.guarded, patience, self.cfg.eval.gold_noise_z)
 
     def _new_ema(self) -> ParameterEMA:
         """An EMA of the adapter's trainable weights as they are now (``train.ema``)."""
@@ -158,6 +172,13 @@ class GRPOTrainer:
                 if r.get("iteration", 0) <= self.iteration
             ]
             atomic_write_text(self.run_dir / "metrics.jsonl", "".join(_json_line(r) for r in kept))
+        if self.guard is not None:  # the guard's state is a function of the evaluations kept
+            kept = [
+                r
+                for r in read_jsonl(self.run_dir / "metrics.jsonl")
+                if r.get("iteration", 0) <= self.iteration
+            ]
+            self.guard = self._new_guard().replay(kept)
         self.log(f"resumed from {ckpt} at iteration {self.iteration}")
 
     # ----------------------------------------------------------------- rollout
@@ -354,10 +375,52 @@ class GRPOTrainer:
         total, comps = self.rewards(artifacts, prompts)
         metrics = {"eval/reward": float(total.mean())}
         metrics.update({f"eval/{k}": float(v.mean()) for k, v in comps.items()})
+        if self.gold is not None:
+
+            def reference() -> tuple[torch.Tensor, list[Any]]:
+                return self._reference_samples(prompts, kernel, sde, schedule)
+
+            context = EvalContext(roll["latents"][:, -1], roll["cond"], reference, self.policy)
+            metrics.update(self.gold(artifacts, prompts, context))
         if self.preview is not None and self.main:
             labels = [f"{p} | {float(r):.2f}" for p, r in zip(prompts, total, strict=True)]
             self.preview(artifacts, labels, self.run_dir / f"samples_{tag}.png")
         return metrics
+
+    @torch.no_grad()
+    def _reference_samples(
+        self, prompts: list[str], kernel: str, sde: torch.Tensor, schedule: Schedule
+    ) -> tuple[torch.Tensor, list[Any]]:
+        """Clean latents and artifacts of the base model (adapter disabled) from the evaluation's noise;
+        computed once per trainer (the base does not change)."""
+        if self._reference is None:
+            gen = torch.Generator().manual_seed(self.cfg.eval.seed)
+            noise = self.policy.initial_noise(len(prompts), gen)
+            with self.peft.disable_adapter():
+                roll = self.rollout(prompts, noise, kernel, sde, gen, schedule)
+                x0 = roll["latents"][:, -1]
+                self._reference = (x0, decode(self.policy, x0, roll["cond"]))
+        return self._reference
+
+    def _watch_gold(self, metrics: dict[str, float]) -> bool:
+        """Feed an evaluation to the over-optimisation guard: keep the best-gold checkpoint, warn when
+        it fires; True when ``train.stop_on_gold_drop`` asks to stop now."""
+        if self.guard is None or "eval/reward" not in metrics:
+            return False
+        events = self.guard.update(metrics)
+        stop_k = self.cfg.train.stop_on_gold_drop
+        if stop_k is not None and self.guard.new_best and self.main:
+            path = save_checkpoint(self.run_dir / "checkpoint_best_gold", self.peft, self.state_dict())
+            self.log(f"best {self.guard.golds[0]} so far at iteration {self.iteration}: {path}")
+        for event in events:
+            self.log("warning: " + describe(event))
+        if stop_k is None or not events:
+            return False
+        self.log(
+            f"train.stop_on_gold_drop: {stop_k}: stopping at iteration {self.iteration}; the best-gold "
+            f"adapter is in {self.run_dir / 'checkpoint_best_gold'}"
+        )
+        return True
 
     # ----------------------------------------------------------------- loop
     def run_iteration(self) -> dict[str, float]:
@@ -472,7 +535,9 @@ class GRPOTrainer:
         )
         try:
             if self.iteration == 0:
-                self._record({"iteration": 0, **self.evaluate("start")}, records, writer)
+                start = {"iteration": 0, **self.evaluate("start")}
+                self._record(start, records, writer)
+                self._watch_gold(start)
             total = self.cfg.train.iterations
             while self.iteration < total:
                 tic = time.perf_counter()
@@ -483,11 +548,19 @@ class GRPOTrainer:
                     metrics.update(self.evaluate("end" if last else f"{self.iteration:04d}"))
                 metrics["time/iteration_s"] = time.perf_counter() - tic
                 self._record(metrics, records, writer)
+                gold_stop = dist.any_rank(self._watch_gold(metrics))
                 if self.progress:
                     self.progress(self.iteration, total, metrics)
                 self._stop_requested = dist.any_rank(self._stop_requested)
-                if last or self._stop_requested or self.iteration % self.cfg.checkpoint.every == 0:
+                if (
+                    last
+                    or self._stop_requested
+                    or gold_stop
+                    or self.iteration % self.cfg.checkpoint.every == 0
+                ):
                     self.save()
+                if gold_stop:
+                    break
                 if self._stop_requested:
                     self.log(f"stopped at iteration {self.iteration}; continue with --resume {self.run_dir}")
                     break

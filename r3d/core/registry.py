@@ -38,6 +38,26 @@ REWARDS: dict[str, str] = {
     "vlm_judge": "r3d.rewards.vlm:VLMJudgeReward",
 }
 
+#: Gold measures (``eval.gold``): judges used at evaluation only, never as a training reward.
+GOLD: dict[str, str] = {
+    "shape_fit": "r3d.gold.shapes:ShapeFitGold",
+    "mesh_sanity": "r3d.gold.shapes:MeshSanityGold",
+    "semantic_prob": "r3d.gold.semantic:SemanticGold",
+    "prior_preservation": "r3d.gold.prior:PriorPreservationGold",
+    "t2m_retrieval": "r3d.gold.motion:T2MRetrievalGold",
+    "tmr_retrieval": "r3d.gold.motion:TMRRetrievalGold",
+    "clip_views": "r3d.gold.clip:ClipViewsGold",
+}
+
+#: Gold measures of a recipe that leaves ``eval.gold`` unset, by policy name.
+GOLD_DEFAULTS: dict[str, list[str]] = {
+    "tiny_shapes": ["shape_fit", "mesh_sanity"],
+    "tiny_motion": ["t2m_retrieval"],
+    "hunyuan3d": ["mesh_sanity", "clip_views"],
+    "diffsplat": ["clip_views", "prior_preservation"],
+    "tiny_diffsplat": ["prior_preservation"],
+}
+
 
 def resolve(name: str, table: dict[str, str], kind: str) -> Callable[..., Any]:
     """The factory for ``name`` (a key of ``table`` or a ``module:attr`` path)."""
@@ -79,6 +99,12 @@ def build_policy(name: str, **options: Any) -> Any:
 def build_reward(name: str, **options: Any) -> Any:
     factory = resolve(name, REWARDS, "reward")
     check_options(factory, options, f"reward '{name}'")
+    return factory(**options)
+
+
+def build_gold(name: str, **options: Any) -> Any:
+    factory = resolve(name, GOLD, "gold measure")
+    check_options(factory, options, f"gold measure '{name}'")
     return factory(**options)
 
 

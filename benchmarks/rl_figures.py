@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import md_table  # noqa: E402
 
-PACKAGES = ("r3d", "torch", "numpy", "trimesh", "peft", "diffusers", "transformers", "scipy")
+PACKAGES = ("torch", "numpy", "trimesh", "peft", "diffusers", "transformers", "scipy")
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -117,8 +117,9 @@ def markdown(figures: dict[str, Any]) -> list[str]:
         rows = [[m, fmt(v["base"]), fmt(v["adapter"]), fmt(v["delta"])] for m, v in metrics.items()]
         lines += md_table(["metric", "base", "adapter", "Δ (paired)"], rows) + [""]
     env = figures["environment"]
+    code = f"r3d {env['code']}; " if env.get("code") else ""
     lines.append(
-        f"Measured with {', '.join(f'{k} {v}' for k, v in env['versions'].items())}; "
+        f"Measured with {code}{', '.join(f'{k} {v}' for k, v in env['versions'].items())}; "
         f"CPU kernels {env['cpu_capability']}."
     )
     return lines
@@ -129,11 +130,12 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--motion-eval", nargs="*", type=Path, default=[])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--code", default="", help="which r3d code ran the runs, e.g. 'commit b93ba02'")
     args = parser.parse_args()
     figures = {
         "runs": run_figures(args.runs),
         "motion": motion_figures(args.motion_eval),
-        "environment": environment(),
+        "environment": {**environment(), "code": args.code},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "rl_figures.json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -25,9 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RECIPE, ROOT, caption, md_table, ratio, timed  # noqa: E402
+from benchmarks.common import RECIPE, ROOT, caption, md_table, ratio, timed, write_result  # noqa: E402
 from r3d.core.config import GRPORecipe  # noqa: E402
-from r3d.core.io import atomic_write_json, atomic_write_text  # noqa: E402
 from r3d.core.recipe import load_recipe  # noqa: E402
 from r3d.runner import make_trainer  # noqa: E402
 
@@ -144,11 +143,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     result = measure(args.recipe, args.iterations, args.overrides)
-    lines = ["# GRPO iteration time split", "", *markdown(result), ""]
     out = Path(args.out)
-    atomic_write_json(out / "grpo.json", result)
-    atomic_write_text(out / "grpo.md", "\n".join(lines))
-    print("\n".join(lines))
+    write_result(out, "grpo", "GRPO iteration time split", result, markdown(result))
 
 
 if __name__ == "__main__":

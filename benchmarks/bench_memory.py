@@ -33,6 +33,7 @@ from benchmarks.common import (  # noqa: E402
     md_table,
     peak_rss_mib,
     ratio,
+    write_result,
 )
 
 PROBES = ("grpo", "voxelize", "score")
@@ -157,14 +158,10 @@ def main() -> int:
     if args.probe:
         print(json.dumps(probe(args.probe, args.recipe, args.meshes or default_meshes())))
         return 0
-    from r3d.core.io import atomic_write_json, atomic_write_text
 
     result = measure(args.recipe, args.meshes)
-    lines = ["# Peak memory", "", *markdown(result), ""]
     out = Path(args.out)
-    atomic_write_json(out / "memory.json", result)
-    atomic_write_text(out / "memory.md", "\n".join(lines))
-    print("\n".join(lines))
+    write_result(out, "memory", "Peak memory", result, markdown(result))
     return 0
 
 

@@ -27,9 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RECIPE, ROOT, caption, md_table, ratio  # noqa: E402
+from benchmarks.common import RECIPE, ROOT, caption, md_table, ratio, write_result  # noqa: E402
 from r3d.core.config import GRPORecipe  # noqa: E402
-from r3d.core.io import atomic_write_json, atomic_write_text, read_jsonl  # noqa: E402
+from r3d.core.io import read_jsonl  # noqa: E402
 from r3d.core.recipe import load_recipe  # noqa: E402
 
 #: (processes, torch threads per process); the first is the reference of the speed-up.
@@ -156,11 +156,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     result = measure(args.recipe, args.iterations, overrides=args.overrides)
-    lines = ["# GRPO scaling, 1 → 2 processes", "", *markdown(result), ""]
     out = Path(args.out)
-    atomic_write_json(out / "scaling.json", result)
-    atomic_write_text(out / "scaling.md", "\n".join(lines))
-    print("\n".join(lines))
+    write_result(out, "scaling", "GRPO scaling, 1 → 2 processes", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RECIPE, ROOT, caption, default_meshes, md_table, ratio, timed  # noqa: E402
+from benchmarks.common import RECIPE, ROOT, caption, default_meshes, md_table, ratio, timed, write_result  # noqa: E402
 from r3d.core.errors import R3DError  # noqa: E402
-from r3d.core.io import atomic_write_json, atomic_write_text  # noqa: E402
 from r3d.core.registry import REWARDS as REGISTERED  # noqa: E402
 from r3d.core.registry import build_reward  # noqa: E402
 from r3d.mesh.io import expand_inputs, load_mesh  # noqa: E402
@@ -250,10 +249,7 @@ def main() -> int:
     except R3DError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    lines = ["# Mesh scoring throughput", "", *markdown(result), ""]
-    atomic_write_json(Path(args.out) / "score.json", result)
-    atomic_write_text(Path(args.out) / "score.md", "\n".join(lines))
-    print("\n".join(lines))
+    write_result(Path(args.out), "score", "Mesh scoring throughput", result, markdown(result))
     return 0
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, caption, md_table, ratio  # noqa: E402
+from benchmarks.common import ROOT, caption, md_table, ratio, write_result  # noqa: E402
 
 LEVELS = (1, 50, 200)
 SLOW_CLIENTS = 20
@@ -302,13 +302,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer requests and a 32 MiB body (about 30 s)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
-    from r3d.core.io import atomic_write_json, atomic_write_text
 
     result = measure(args.quick, on_run=lambda msg: print(msg, flush=True))
-    lines = ["# Reward server under load", "", *markdown(result), ""]
-    atomic_write_json(Path(args.out) / "server.json", result)
-    atomic_write_text(Path(args.out) / "server.md", "\n".join(lines))
-    print("\n".join(lines))
+    write_result(Path(args.out), "server", "Reward server under load", result, markdown(result))
     return 0
 
 

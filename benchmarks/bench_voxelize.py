@@ -43,9 +43,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, caption, default_meshes, md_table, ratio  # noqa: E402
+from benchmarks.common import ROOT, caption, default_meshes, md_table, ratio, write_result  # noqa: E402
 from benchmarks.open3d_voxels import best_of, time_meshes  # noqa: E402
-from r3d.core.io import atomic_write_json, atomic_write_text  # noqa: E402
 from r3d.mesh.voxelize import (  # noqa: E402
     collect_inputs,
     load_mesh,
@@ -502,10 +501,9 @@ def main() -> int:
         throughput_meshes=120 if args.quick and not args.throughput else args.throughput,
         work=args.work,
     )
-    lines = ["# Voxelisation: r3d vs open3d vs trimesh", "", *markdown(result), ""]
-    atomic_write_json(Path(args.out) / "voxelize.json", result)
-    atomic_write_text(Path(args.out) / "voxelize.md", "\n".join(lines))
-    print("\n".join(lines))
+    write_result(
+        Path(args.out), "voxelize", "Voxelisation: r3d vs open3d vs trimesh", result, markdown(result)
+    )
     exact = [r["exact"] for r in result["rows"] if "exact" in r] + [
         s["exact"] for s in result.get("soups", []) if "exact" in s
     ]

@@ -148,3 +148,14 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str |
         rule,
         *("| " + " | ".join(str(c) for c in row) + " |" for row in rows),
     ]
+
+
+def write_result(out: str | os.PathLike, stem: str, title: str, result: dict, body: list[str]) -> None:
+    """``out/<stem>.json`` (the raw result) and ``out/<stem>.md`` (``# title`` + ``body``), both
+    atomically; the markdown is printed too. Every bench script ends with this."""
+    from r3d.core.io import atomic_write_json, atomic_write_text
+
+    lines = [f"# {title}", "", *body, ""]
+    atomic_write_json(Path(out) / f"{stem}.json", result)
+    atomic_write_text(Path(out) / f"{stem}.md", "\n".join(lines))
+    print("\n".join(lines))

@@ -164,7 +164,7 @@ class SD3FlowPolicy:
 
     # ----------------------------------------------------------------- outputs
     @torch.no_grad()
-    def decode(self, x: torch.Tensor) -> list[Image.Image]:
+    def decode(self, x: torch.Tensor, cond: Any = None) -> list[Image.Image]:
         """Final latents (B, C, h, w) → RGB images of h × w pixels, as the pipeline's default
         ``output_type="pil"``: VAE decode of x / scaling + shift, [−1, 1] → [0, 255] uint8."""
         cfg = self.vae.config

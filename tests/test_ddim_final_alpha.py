@@ -68,7 +68,7 @@ class TinySD:
     def likelihood_mask(self, cond):
         return None
 
-    def decode(self, x):
+    def decode(self, x, cond=None):
         return list(x)
 
 

@@ -58,7 +58,7 @@ class ToyPolicy:
         x0 = self.network(x, sigma, cond)
         return (x - x0) / sigma[:, None]
 
-    def decode(self, x):
+    def decode(self, x, cond=None):
         return [row.clone() for row in x]
 
 

@@ -464,7 +464,8 @@ class GRPOTrainer:
         roll = self.rollout(prompts, noise, self.cfg.sampler.kernel, sde_steps, gens)
         metrics["time/sample_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        artifacts = decode(self.policy, roll["latents"][:, -1], roll["cond"])
+        with torch.no_grad():
+            artifacts = decode(self.policy, roll["latents"][:, -1], roll["cond"])
         metrics["time/decode_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
         total, comps = self.rewards(artifacts, prompts)

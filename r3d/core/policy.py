@@ -40,8 +40,9 @@ class FlowPolicy(Protocol):
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
         """Canonical velocity v = ε − x₀ at noise level ``sigma`` (B,), CFG applied inside."""
 
-    def decode(self, x: torch.Tensor) -> list[Any]:
-        """Final latents (σ = 0) → artifacts (e.g. ``trimesh.Trimesh``, or None when empty)."""
+    def decode(self, x: torch.Tensor, cond: Any = None) -> list[Any]:
+        """Final latents (σ = 0) → artifacts (e.g. ``trimesh.Trimesh``, or None when empty); ``cond``
+        are the samples' conditions, for adapters whose decode needs them (motion lengths)."""
 
     def select_cond(self, cond: Any, index: torch.Tensor) -> Any:
         """The conditions of the samples at ``index`` (B',) — used to form mini-batches."""
@@ -75,7 +76,7 @@ class DiffusionPolicy(Protocol):
     def likelihood_mask(self, cond: Any) -> torch.Tensor | None:
         """1 where an element of x counts in the log-likelihood, 0 for padding; broadcastable to x."""
 
-    def decode(self, x: torch.Tensor) -> list[Any]: ...
+    def decode(self, x: torch.Tensor, cond: Any = None) -> list[Any]: ...
 
     def select_cond(self, cond: Any, index: torch.Tensor) -> Any: ...
 

@@ -127,12 +127,8 @@ def transition(
 
 
 def decode(policy: Any, x: torch.Tensor, cond: Any) -> list[Any]:
-    """``policy.decode(x, cond)`` when the adapter takes the conditions (e.g. motion lengths), else ``decode(x)``."""
-    import inspect
-
-    if len(inspect.signature(policy.decode).parameters) >= 2:
-        return policy.decode(x, cond)
-    return policy.decode(x)
+    """``policy.decode(x, cond)``: final latents → artifacts (the contract's decode takes the conditions)."""
+    return policy.decode(x, cond)
 
 
 @dataclass

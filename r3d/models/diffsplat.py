@@ -339,7 +339,7 @@ class DiffSplatPolicy:
         return render_gaussians(self.decode_gaussians(x0), cameras, backend=self.render_backend)
 
     @torch.no_grad()
-    def decode(self, x: torch.Tensor) -> list[GaussianCloud]:
+    def decode(self, x: torch.Tensor, cond: Any = None) -> list[GaussianCloud]:
         g = self.decode_gaussians(x.float())
         return [g.cloud(i) for i in range(x.shape[0])]
 

@@ -536,7 +536,7 @@ class Hunyuan3DPolicy:
         return x
 
     @torch.no_grad()
-    def decode(self, x: torch.Tensor) -> list[trimesh.Trimesh | None]:
+    def decode(self, x: torch.Tensor, cond: Any = None) -> list[trimesh.Trimesh | None]:
         """Final latents (B, N, C) → meshes, one sample at a time (chunked volume decoding)."""
         meshes = []
         for i in range(x.shape[0]):

@@ -203,7 +203,7 @@ class TinyShapesPolicy:
         coeffs = x.detach().float().cpu() * self.latent_std + self.latent_mean
         return coeffs_to_grid(coeffs, resolution or self.decode_resolution)
 
-    def decode(self, x: torch.Tensor) -> list[trimesh.Trimesh | None]:
+    def decode(self, x: torch.Tensor, cond: Any = None) -> list[trimesh.Trimesh | None]:
         """Marching cubes of each decoded SDF grid; None where the grid has no surface."""
         return [grid_to_mesh(g) for g in self.to_grid(x).numpy()]
 

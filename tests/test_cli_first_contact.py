@@ -19,8 +19,6 @@ import r3d
 from r3d.cli.main import COMMANDS, main
 from r3d.core.errors import R3DError
 
-MESHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
-
 
 def r3d_command() -> list[str]:
     """The installed ``r3d`` console script of this interpreter's environment (else ``python -m r3d``)."""
@@ -57,7 +55,7 @@ MISTAKES = [
     ["grpo", "recipes/no_such_recipe.yaml"],
     ["train-vqvae"],  # missing recipe
     ["fetch-weights", "no-such-weights"],  # unknown name
-    ["score", str(MESHES / "cow.obj"), "--rewards", "geometry,bogus"],  # unknown name in a list option
+    ["score", "box.obj", "--rewards", "geometry,bogus"],  # unknown name in a list option
     ["eval-motion", "--evaluator", "bogus"],
     ["bench-edit", "--categories", "bogus", "--out", "x"],
 ]
@@ -68,6 +66,7 @@ def test_every_usage_mistake_is_a_short_message_and_exit_2(argv, tmp_path, monke
     """No traceback and exit code 2 for an unknown command/option, a missing argument, a bad value
     type or an unknown name, for every subcommand."""
     monkeypatch.chdir(tmp_path)
+    trimesh.creation.box().export(tmp_path / "box.obj")  # a real mesh for the mistakes that need one
     assert main(argv) == 2
     out = capsys.readouterr()
     text = out.out + out.err
@@ -150,7 +149,7 @@ def test_grpo_mesh_uni3d_without_a_gpu_is_one_line_from_an_empty_folder(tmp_path
 
 
 def test_score_mesh_glb_in_an_empty_folder(tmp_path):
-    trimesh.load(MESHES / "spot.obj", force="mesh").export(tmp_path / "mesh.glb")
+    trimesh.creation.annulus(0.3, 0.6, 0.4).export(tmp_path / "mesh.glb")
     result = run_cli(["score", "mesh.glb", "--json"], tmp_path)
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)

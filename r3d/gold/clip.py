@@ -39,9 +39,11 @@ class ClipViewsGold:
         n_views: int = 4,
         size: int = 224,
         elevation_deg: float = 20.0,
-        device: str = "cuda",
+        device: str = "auto",
     ) -> None:
-        self.model_name, self.device = str(model), torch.device(device)
+        from r3d.core.device import resolve_device
+
+        self.model_name, self.device = str(model), resolve_device(device, require_available=False)
         self.render = RenderReward(n_views=n_views, size=size, elevation_deg=elevation_deg)
         self._clip: Any = None
         self._processor: Any = None

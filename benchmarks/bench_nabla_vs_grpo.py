@@ -316,7 +316,8 @@ def main() -> None:
     parser.add_argument("--nabla-set", dest="nabla", action="append", default=[], help="Nabla run only")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    runs = []
+    command = "python benchmarks/bench_nabla_vs_grpo.py " + " ".join(sys.argv[1:])
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for algo, extra in (("nabla", args.nabla), ("grpo", args.grpo)):
@@ -325,12 +326,18 @@ def main() -> None:
                 runs.append(run(cfg, args.budget, Path(tmp) / f"{algo}-{seed}", args.eval_every_evals))
                 r = runs[-1]
                 print(f"seed {seed} {algo}: held-out reward {r['start']:.4f} → {r['end']:.4f}", flush=True)
-    command = "python benchmarks/bench_nabla_vs_grpo.py " + " ".join(sys.argv[1:])
+            # written after each seed, so a run cut short keeps the seeds it finished
+            report = write_results(args, command.strip(), runs)
+    print(report)
+
+
+def write_results(args: argparse.Namespace, command: str, runs: list[dict[str, Any]]) -> str:
+    """Write the JSON, markdown and plot of the seeds done so far; returns the markdown."""
     result = {
-        "command": command.strip(),
+        "command": command,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "budget": args.budget,
-        "seeds": args.seeds,
+        "seeds": sorted({r["seed"] for r in runs}),
         "eval_every_evals": args.eval_every_evals,
         "runs": runs,
         "efficiency": efficiency(runs, args.fraction),
@@ -338,10 +345,11 @@ def main() -> None:
     result["verdict"] = verdict(result)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "nabla_vs_grpo.json", result)
-    atomic_write_text(args.out / "nabla_vs_grpo.md", markdown(result))
+    text = markdown(result)
+    atomic_write_text(args.out / "nabla_vs_grpo.md", text)
     targets = {s: e["target"] for s, e in result["efficiency"]["seeds"].items()}
     plot(runs, args.out / "nabla_vs_grpo.png", targets)
-    print(markdown(result))
+    return text
 
 
 if __name__ == "__main__":

@@ -92,12 +92,13 @@ def latent_motion_embeddings(
     return embed(evaluator, feats, lengths.to(feats.device)).float()
 
 
-class _MotionReward:
-    """Shared plumbing: evaluator loading, None handling, batched embeddings, the latent path."""
+class _LatentMotionReward:
+    """The latent-reward protocol of the motion rewards: x0 → ``evaluator`` embeddings → ``score_embeddings``."""
 
     name = "motion"
     higher_is_better = True
     value_range = (0.0, 1.0)
+    evaluator: Any
 
     @property
     def differentiable(self) -> bool:
@@ -121,6 +122,10 @@ class _MotionReward:
         """Differentiable (B,) reward of a motion policy's clean samples x0 (B, 263, 1, T); the camera
         options of the latent-reward protocol do not apply."""
         return self.score_embeddings(latent_motion_embeddings(self.evaluator, policy, x0, prompts), prompts)
+
+
+class _MotionReward(_LatentMotionReward):
+    """Shared plumbing: evaluator loading, None handling, batched embeddings."""
 
     def __init__(
         self,
@@ -306,12 +311,10 @@ class MotionRPrecisionReward(_MotionReward):
         return out
 
 
-class MotionCombinedReward:
+class MotionCombinedReward(_LatentMotionReward):
     """w·matching + (1 − w)·R-precision with one shared evaluator (``motion_combined``)."""
 
     name = "motion_combined"
-    higher_is_better = True
-    value_range = (0.0, 1.0)
 
     def __init__(
         self,
@@ -330,6 +333,7 @@ class MotionCombinedReward:
         files = {"glove": glove, "stats_dir": stats_dir}
         self.matching = MotionMatchingReward(evaluator, mapping, **files)
         self.rprecision = MotionRPrecisionReward(evaluator, mode=mode, pool=pool, seed=seed, **files)
+        self.evaluator = self.matching.evaluator
 
     def __call__(self, artifacts: Sequence[Motion | None], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         a = self.matching(artifacts, prompts)
@@ -347,18 +351,8 @@ class MotionCombinedReward:
         """Whether ``score_latents`` can differentiate through the evaluator (softmax R-precision)."""
         return self.matching.differentiable and self.rprecision.differentiable
 
-    def score_latents(
-        self,
-        policy: Any,
-        x0: torch.Tensor,
-        prompts: Sequence[str],
-        *,
-        generator: torch.Generator | None = None,
-        view_jitter_deg: float = 0.0,
-        detach_targets: bool = False,
-    ) -> torch.Tensor:
-        """Differentiable (B,) w·matching + (1 − w)·R-precision of clean samples x0 (one motion encoding)."""
-        motion = latent_motion_embeddings(self.matching.evaluator, policy, x0, prompts)
+    def score_embeddings(self, motion: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """w·matching + (1 − w)·R-precision (B,) from one motion encoding (B, D)."""
         a = self.matching.score_embeddings(motion, prompts)
         return self.w * a + (1 - self.w) * self.rprecision.score_embeddings(motion, prompts)
 

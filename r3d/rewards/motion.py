@@ -110,17 +110,10 @@ class _LatentMotionReward:
         raise NotImplementedError
 
     def score_latents(
-        self,
-        policy: Any,
-        x0: torch.Tensor,
-        prompts: Sequence[str],
-        *,
-        generator: torch.Generator | None = None,
-        view_jitter_deg: float = 0.0,
-        detach_targets: bool = False,
+        self, policy: Any, x0: torch.Tensor, prompts: Sequence[str], **options: Any
     ) -> torch.Tensor:
-        """Differentiable (B,) reward of a motion policy's clean samples x0 (B, 263, 1, T); the camera
-        options of the latent-reward protocol do not apply."""
+        """Differentiable (B,) reward of a motion policy's clean samples x0 (B, 263, 1, T). ``options``: the
+        latent-reward protocol's generator / view_jitter_deg / detach_targets, which do not apply to motions."""
         return self.score_embeddings(latent_motion_embeddings(self.evaluator, policy, x0, prompts), prompts)
 
 

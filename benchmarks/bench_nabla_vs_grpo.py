@@ -235,28 +235,36 @@ def summary_rows(result: dict[str, Any]) -> list[str]:
 
 
 def verdict(result: dict[str, Any]) -> str:
-    """One honest sentence: does Nabla need ≥ 2× fewer reward evaluations than Flow-GRPO?"""
+    """One honest sentence: does Nabla need ≥ 2× fewer reward evaluations than Flow-GRPO?
+
+    A Flow-GRPO run that never reached the target counts as the budget, so its ratio is a lower bound
+    (shown with "≥"); a Nabla run that never reached it while Flow-GRPO did counts as 0×.
+    """
     budget, eff = result["budget"], result["efficiency"]["seeds"]
-    ratios = []
+    ratios: list[float | None] = []
+    texts = []
     for entry in eff.values():
         n, g = entry["evals_to_target"].get("nabla"), entry["evals_to_target"].get("grpo")
         if n is None:
             ratios.append(0.0 if g is not None else None)
-        else:  # a GRPO that never reached the target needed more than the budget: a lower bound
+            texts.append("0×" if g is not None else "n/a (neither)")
+        else:
             ratios.append((budget if g is None else g) / n if n else float("inf"))
+            texts.append(("≥ " if g is None else "") + f"{ratios[-1]:.2f}×")
     known = [r for r in ratios if r is not None]
     if not known:
         return "Neither algorithm reached the target in any seed: no sample-efficiency figure."
     wins = sum(r >= 2.0 for r in known)
-    text = ", ".join("n/a" if r is None else f"{r:.2f}×" for r in ratios)
+    text = ", ".join(texts)
+    note = "; ≥: Flow-GRPO never reached the target, counted as the budget" if "≥" in text else ""
     if wins == len(ratios):
         return (
-            f"Nabla needed ≥ 2× fewer reward evaluations than Flow-GRPO in every seed (GRPO/Nabla: {text})."
+            f"Nabla needed ≥ 2× fewer reward evaluations than Flow-GRPO in every seed "
+            f"(GRPO/Nabla per seed: {text}{note})."
         )
     return (
         f"Nabla did NOT need ≥ 2× fewer reward evaluations than Flow-GRPO in every seed: it did in {wins} of "
-        f"{len(ratios)} (GRPO/Nabla per seed: {text}; a GRPO run that never reached the target counts as "
-        "the budget, a lower bound)."
+        f"{len(ratios)} (GRPO/Nabla per seed: {text}{note})."
     )
 
 

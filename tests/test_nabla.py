@@ -228,3 +228,6 @@ def test_sample_efficiency_verdict_says_so_when_nabla_is_not_twice_as_efficient(
     assert verdict(result).startswith("Nabla needed ≥ 2×")  # 320 / 160
     result = {"budget": 320, "runs": fast + slow, "efficiency": efficiency(fast + slow, 0.9)}
     assert "did NOT" in verdict(result) and "1 of 2" in verdict(result)  # seed 1: 320 / 320
+    never = [_bench_run("nabla", 2, [0.70, 0.78, 0.78]), _bench_run("grpo", 2, [0.70, 0.71, 0.72])]
+    result = {"budget": 320, "runs": never, "efficiency": efficiency(never, 0.9)}
+    assert "≥ 2.00×" in verdict(result)  # Flow-GRPO never reached it: a lower bound, marked as one

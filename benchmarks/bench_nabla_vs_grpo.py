@@ -1,17 +1,26 @@
-"""Nabla (reward-gradient alignment) against Flow-GRPO on the same 2D reward and the same budget.
+"""Nabla (reward-gradient alignment) against Flow-GRPO on the same 2D reward and the same budget, over seeds.
 
-Usage: python benchmarks/bench_nabla_vs_grpo.py [RECIPE] [--budget N] [--set key=value ...]
-                                                 [--grpo-set key=value ...] [--nabla-set key=value ...]
+Usage: python benchmarks/bench_nabla_vs_grpo.py [RECIPE] [--budget N] [--seeds S ...] [--fraction F]
+           [--eval-every-evals E] [--set key=value ...] [--grpo-set key=value ...] [--nabla-set key=value ...]
 
 Both algorithms start from the same tiny-shapes model and recipe (default recipes/nabla_tiny.yaml: the
 silhouette reward on rendered views) and run until they have used ``--budget`` reward evaluations — one
 evaluation = one sample scored; Nabla's gradient evaluations count one each (each also costs a
-backward pass), GRPO only scores its rollouts. The held-out reward (fixed evaluation noise, ODE
-sampler, meshes ray-cast) is logged every ``eval.every`` iterations. At the end, prior preservation
-is measured on the same evaluation noise against the base model (LoRA disabled): the occupancy IoU of
-the decoded SDF grids (1 = shapes unchanged) and the RMS distance of the latents, plus the semantic
-classifier's accuracy when its weights are installed. Writes benchmarks/results/nabla_vs_grpo.json,
-.md and .png (held-out reward vs reward evaluations and vs wall-clock seconds).
+backward pass), GRPO only scores its rollouts. Each seed (``run.seed``) runs both. The held-out reward
+(fixed evaluation noise, ODE sampler, meshes ray-cast) is logged on the same grid of reward
+evaluations for both (every ``--eval-every-evals``, rounded to whole iterations).
+
+Sample efficiency, per seed: the target is start + F·(best − start), F = ``--fraction`` (0.9), best =
+the highest held-out reward either algorithm reached in that seed; the figure is the reward
+evaluations an algorithm used when its held-out reward first reached the target (never: censored, shown
+as "> budget"). F is taken of the gain because the untuned model already scores above 90 % of the best
+reward, so "90 % of the best reward" itself is met at 0 evaluations by both.
+
+At the end, prior preservation is measured on the same evaluation noise against the base model (LoRA
+disabled): the occupancy IoU of the decoded SDF grids (1 = shapes unchanged) and the RMS distance of
+the latents, plus the semantic classifier's p(prompt class) when its weights are installed. Writes
+benchmarks/results/nabla_vs_grpo.json, .md and .png (held-out reward vs reward evaluations and vs
+wall-clock seconds, every seed).
 """
 
 from __future__ import annotations
@@ -85,12 +94,17 @@ def preservation(trainer: Any) -> dict[str, float]:
     return out
 
 
-def run(cfg: GRPORecipe, budget: int, run_dir: Path) -> dict[str, Any]:
+NAMES = {"grpo": "Flow-GRPO", "nabla": "Nabla"}
+
+
+def run(cfg: GRPORecipe, budget: int, run_dir: Path, eval_every_evals: int) -> dict[str, Any]:
+    """Train ``cfg`` for ``budget`` reward evaluations; the held-out curve, end / peak reward, preservation."""
     torch.manual_seed(cfg.run.seed)
     trainer = make_trainer(cfg, run_dir, log=lambda _: None)
     trainable = int(trainer.schedule.moving().sum())
     per_it = evals_per_iteration(cfg, trainable)
     cfg.train.iterations = max(1, budget // per_it)
+    cfg.eval.every = max(1, round(eval_every_evals / per_it))
     tic = time.perf_counter()
     records = trainer.train()
     seconds = time.perf_counter() - tic
@@ -110,8 +124,10 @@ def run(cfg: GRPORecipe, budget: int, run_dir: Path) -> dict[str, Any]:
     late = [c for c in curve if c["reward_evals"] >= 0.75 * budget] or curve[-1:]
     return {
         "algorithm": cfg.train.algorithm,
+        "seed": cfg.run.seed,
         "iterations": cfg.train.iterations,
         "evals_per_iteration": per_it,
+        "eval_every": cfg.eval.every,
         "seconds": seconds,
         "curve": curve,
         "start": curve[0]["reward"],
@@ -122,65 +138,176 @@ def run(cfg: GRPORecipe, budget: int, run_dir: Path) -> dict[str, Any]:
     }
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> Path:
+def evals_to_reach(curve: list[dict[str, Any]], target: float) -> float | None:
+    """Reward evaluations at the first held-out point with reward ≥ ``target`` (None: never reached)."""
+    return next((float(c["reward_evals"]) for c in curve if c["reward"] >= target), None)
+
+
+def efficiency(runs: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
+    """Per seed: target = start + fraction·(best − start) over both algorithms, evaluations to reach it.
+
+    Adds ``target``, ``best_either`` and per algorithm ``evals_to_target`` (None when never reached) to
+    each seed's entry; ``ratio_grpo_over_nabla`` is None unless both reached it.
+    """
+    by_seed: dict[int, dict[str, Any]] = {}
+    for r in runs:
+        by_seed.setdefault(r["seed"], {})[r["algorithm"]] = r
+    seeds = {}
+    for seed, algos in sorted(by_seed.items()):
+        start = min(r["start"] for r in algos.values())
+        best = max(r["peak"] for r in algos.values())
+        target = start + fraction * (best - start)
+        reach = {a: evals_to_reach(r["curve"], target) for a, r in algos.items()}
+        g, n = reach.get("grpo"), reach.get("nabla")
+        seeds[seed] = {
+            "start": start,
+            "best_either": best,
+            "target": target,
+            "evals_to_target": reach,
+            "ratio_grpo_over_nabla": g / n if g is not None and n else None,
+        }
+    return {"fraction": fraction, "seeds": seeds}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+
+
+def plot(results: list[dict[str, Any]], path: Path, targets: dict[int, float] | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colors = {"nabla": "tab:blue", "grpo": "tab:orange"}
+    labelled: set[str] = set()
     for r in results:
-        label = "Flow-GRPO" if r["algorithm"] == "grpo" else "Nabla"
+        algo = r["algorithm"]
+        label = None if algo in labelled else NAMES.get(algo, algo)
+        labelled.add(algo)
         xs = [c["reward_evals"] for c in r["curve"]]
         ts = [c["seconds"] for c in r["curve"]]
         ys = [c["reward"] for c in r["curve"]]
-        axes[0].plot(xs, ys, "o-", label=label)
-        axes[1].plot(ts, ys, "o-", label=label)
+        style = ["o-", "s--", "^:", "d-."][r.get("seed", 0) % 4]
+        axes[0].plot(xs, ys, style, color=colors.get(algo), label=label, ms=3, alpha=0.8)
+        axes[1].plot(ts, ys, style, color=colors.get(algo), label=label, ms=3, alpha=0.8)
+    for seed, target in (targets or {}).items():
+        axes[0].axhline(target, color="grey", lw=0.7, ls=":")
+        axes[0].annotate(f"target s{seed}", (0, target), fontsize=7, color="grey")
     axes[0].set_xlabel("reward evaluations")
     axes[1].set_xlabel("training seconds (this machine)")
     for ax in axes:
         ax.set_ylabel("held-out reward")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Nabla vs Flow-GRPO, same reward and budget")
+    fig.suptitle("Nabla vs Flow-GRPO, same reward and budget (marker = seed)")
     fig.tight_layout()
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return out
 
 
+def _evals(value: float | None, budget: int) -> str:
+    return f"> {budget}" if value is None else f"{value:.0f}"
+
+
+def summary_rows(result: dict[str, Any]) -> list[str]:
+    """Markdown rows: per algorithm, mean ± std over seeds of the efficiency and quality figures."""
+    budget, eff = result["budget"], result["efficiency"]["seeds"]
+    rows = []
+    for algo in ("nabla", "grpo"):
+        runs = [r for r in result["runs"] if r["algorithm"] == algo]
+        if not runs:
+            continue
+        reach = [eff[r["seed"]]["evals_to_target"][algo] for r in runs]
+        censored = [budget if v is None else v for v in reach]
+        m, sd = mean_std(censored)
+        never = sum(v is None for v in reach)
+        cells = [f"{m:.0f} ± {sd:.0f}" + (f" ({never} never: counted as {budget})" if never else "")]
+        for key in ("end", "peak", "late_mean", "occupancy_iou_to_base", "semantic_tuned"):
+            vals = [r[key] for r in runs if key in r]
+            cells.append("n/a" if not vals else "{:.3f} ± {:.3f}".format(*mean_std(vals)))
+        rows.append(f"| {NAMES[algo]} | {len(runs)} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def verdict(result: dict[str, Any]) -> str:
+    """One honest sentence: does Nabla need ≥ 2× fewer reward evaluations than Flow-GRPO?
+
+    A Flow-GRPO run that never reached the target counts as the budget, so its ratio is a lower bound
+    (shown with "≥"); a Nabla run that never reached it while Flow-GRPO did counts as 0×.
+    """
+    budget, eff = result["budget"], result["efficiency"]["seeds"]
+    ratios: list[float | None] = []
+    texts = []
+    for entry in eff.values():
+        n, g = entry["evals_to_target"].get("nabla"), entry["evals_to_target"].get("grpo")
+        if n is None:
+            ratios.append(0.0 if g is not None else None)
+            texts.append("0×" if g is not None else "n/a (neither)")
+        else:
+            ratios.append((budget if g is None else g) / n if n else float("inf"))
+            texts.append(("≥ " if g is None else "") + f"{ratios[-1]:.2f}×")
+    known = [r for r in ratios if r is not None]
+    if not known:
+        return "Neither algorithm reached the target in any seed: no sample-efficiency figure."
+    wins = sum(r >= 2.0 for r in known)
+    text = ", ".join(texts)
+    note = "; ≥: Flow-GRPO never reached the target, counted as the budget" if "≥" in text else ""
+    if wins == len(ratios):
+        return (
+            f"Nabla needed ≥ 2× fewer reward evaluations than Flow-GRPO in every seed "
+            f"(GRPO/Nabla per seed: {text}{note})."
+        )
+    return (
+        f"Nabla did NOT need ≥ 2× fewer reward evaluations than Flow-GRPO in every seed: it did in {wins} of "
+        f"{len(ratios)} (GRPO/Nabla per seed: {text}{note})."
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
+    budget, fraction = result["budget"], result["efficiency"]["fraction"]
+    eff = result["efficiency"]["seeds"]
     lines = [
         "# Nabla vs Flow-GRPO (tiny-shapes, silhouette reward)",
         "",
         f"`{result['command']}`",
         "",
-        f"Machine: {result['machine']}. Budget: {result['budget']} reward evaluations each.",
+        f"Machine: {result['machine']}. Budget: {budget} reward evaluations per algorithm and seed; seeds "
+        f"{', '.join(str(s) for s in result['seeds'])}. Held-out reward every ≈{result['eval_every_evals']} "
+        "evaluations (32 fixed-noise samples, ODE sampler, meshes ray-cast).",
         "",
-        "| algorithm | iterations | evals/iter | held-out reward start → end | peak | mean, last 25 % of budget "
-        "| occupancy IoU to base | latent RMS to base | other held-out metrics, start → end | train s |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---|---:|",
+        f"**Target** per seed = start + {fraction:g}·(best − start), best = the highest held-out reward either "
+        f"algorithm reached in that seed ({fraction:.0%} of the best reward itself is below the untuned start).",
+        "",
+        f"**{verdict(result)}**",
+        "",
+        "## Mean ± std over seeds",
+        "",
+        "| algorithm | seeds | evals to target | final reward | best reward | mean, last 25 % of budget "
+        "| occupancy IoU to base | semantic p(class) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *summary_rows(result),
+        "",
+        "## Per seed",
+        "",
+        "| seed | algorithm | iterations | evals/iter | start → final | best | target | evals to target "
+        "| occupancy IoU to base | latent RMS to base | semantic p(class) tuned / base | train s |",
+        "|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in result["runs"]:
-        name = "Flow-GRPO" if r["algorithm"] == "grpo" else "Nabla"
-        first, last = r["curve"][0], r["curve"][-1]
-        skip = {"iteration", "reward_evals", "seconds", "reward"}
-        skip |= {k for k in first if all(c.get(k) == c["reward"] for c in r["curve"])}  # the reward itself
-        others = ", ".join(f"{k} {first[k]:.3f} → {last[k]:.3f}" for k in first if k not in skip)
+        e = eff[r["seed"]]
+        sem = f"{r['semantic_tuned']:.3f} / {r['semantic_base']:.3f}" if "semantic_tuned" in r else "n/a"
         lines.append(
-            f"| {name} | {r['iterations']} | {r['evals_per_iteration']} | {r['start']:.4f} → {r['end']:.4f} | "
-            f"{r['peak']:.4f} | {r['late_mean']:.4f} | {r.get('occupancy_iou_to_base', float('nan')):.3f} | "
-            f"{r['latent_rms_to_base']:.3f} | {others} | {r['seconds']:.0f} |"
+            f"| {r['seed']} | {NAMES[r['algorithm']]} | {r['iterations']} | {r['evals_per_iteration']} | "
+            f"{r['start']:.4f} → {r['end']:.4f} | {r['peak']:.4f} | {e['target']:.4f} | "
+            f"{_evals(e['evals_to_target'][r['algorithm']], budget)} | "
+            f"{r.get('occupancy_iou_to_base', float('nan')):.3f} | {r['latent_rms_to_base']:.3f} | {sem} | "
+            f"{r['seconds']:.0f} |"
         )
-    sem = [r for r in result["runs"] if "semantic_tuned" in r]
-    if sem:
-        lines += [
-            "",
-            "Semantic classifier p(prompt class) on the held-out samples (tuned / base): "
-            + ", ".join(
-                f"{r['algorithm']}: {r['semantic_tuned']:.3f} / {r['semantic_base']:.3f}" for r in sem
-            ),
-        ]
     lines += ["", "![held-out reward vs reward evaluations](nabla_vs_grpo.png)", ""]
     return "\n".join(lines)
 
@@ -188,30 +315,49 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", nargs="?", default=str(ROOT / "recipes" / "nabla_tiny.yaml"))
-    parser.add_argument("--budget", type=int, default=2560, help="reward evaluations per algorithm")
+    parser.add_argument("--budget", type=int, default=2560, help="reward evaluations per algorithm and seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="run.seed values (each runs both)")
+    parser.add_argument("--fraction", type=float, default=0.9, help="fraction of the best gain to reach")
+    parser.add_argument("--eval-every-evals", type=int, default=160, help="held-out grid, reward evaluations")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="both runs")
     parser.add_argument("--grpo-set", dest="grpo", action="append", default=[], help="Flow-GRPO run only")
     parser.add_argument("--nabla-set", dest="nabla", action="append", default=[], help="Nabla run only")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for algo, extra in (("nabla", args.nabla), ("grpo", args.grpo)):
-            cfg = load_recipe(args.recipe, GRPORecipe, [*args.overrides, f"train.algorithm={algo}", *extra])
-            runs.append(run(cfg, args.budget, Path(tmp) / algo))
-            print(f"{algo}: held-out reward {runs[-1]['start']:.4f} → {runs[-1]['end']:.4f}", flush=True)
     command = "python benchmarks/bench_nabla_vs_grpo.py " + " ".join(sys.argv[1:])
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            for algo, extra in (("nabla", args.nabla), ("grpo", args.grpo)):
+                sets = [*args.overrides, f"run.seed={seed}", f"train.algorithm={algo}", *extra]
+                cfg = load_recipe(args.recipe, GRPORecipe, sets)
+                runs.append(run(cfg, args.budget, Path(tmp) / f"{algo}-{seed}", args.eval_every_evals))
+                r = runs[-1]
+                print(f"seed {seed} {algo}: held-out reward {r['start']:.4f} → {r['end']:.4f}", flush=True)
+            # written after each seed, so a run cut short keeps the seeds it finished
+            report = write_results(args, command.strip(), runs)
+    print(report)
+
+
+def write_results(args: argparse.Namespace, command: str, runs: list[dict[str, Any]]) -> str:
+    """Write the JSON, markdown and plot of the seeds done so far; returns the markdown."""
     result = {
-        "command": command.strip(),
+        "command": command,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "budget": args.budget,
+        "seeds": sorted({r["seed"] for r in runs}),
+        "eval_every_evals": args.eval_every_evals,
         "runs": runs,
+        "efficiency": efficiency(runs, args.fraction),
     }
+    result["verdict"] = verdict(result)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "nabla_vs_grpo.json", result)
-    atomic_write_text(args.out / "nabla_vs_grpo.md", markdown(result))
-    plot(runs, args.out / "nabla_vs_grpo.png")
-    print(markdown(result))
+    text = markdown(result)
+    atomic_write_text(args.out / "nabla_vs_grpo.md", text)
+    targets = {s: e["target"] for s, e in result["efficiency"]["seeds"].items()}
+    plot(runs, args.out / "nabla_vs_grpo.png", targets)
+    return text
 
 
 if __name__ == "__main__":

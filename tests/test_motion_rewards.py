@@ -46,7 +46,8 @@ def test_map_distance_shapes_and_ranges():
 def test_rewards_follow_the_protocol_and_prefer_the_true_motion(cls, pairs):
     motions, captions, wrong = pairs
     reward = cls()
-    assert isinstance(reward, Reward) and reward.value_range == (0.0, 1.0) and not reward.differentiable
+    # differentiable: score_latents (the reward-gradient path, tests/test_motion_gradient.py)
+    assert isinstance(reward, Reward) and reward.value_range == (0.0, 1.0) and reward.differentiable
     good = reward(motions, captions)
     bad = reward(wrong, captions)
     assert good[reward.name].shape == (6,) and good[reward.name].dtype == torch.float32

@@ -360,6 +360,15 @@ class MDMPolicy:
         feats = x.detach().float().cpu()[:, :, 0, :].permute(0, 2, 1) * self.std + self.mean
         return [Motion(f[:n].numpy()) for f, n in zip(feats, lengths, strict=True)]
 
+    def reward_features(self, x: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reward-gradient path's decode: x (B, 263, 1, T) → de-normalised features (B, L, 263), kept
+        differentiable, and lengths (B,) per ``length_for``; L = the longest length, as ``batch_motions``
+        pads ``decode``'s motions (evaluators ignore frames ≥ length, but T2M's convolutions see L)."""
+        lengths = torch.tensor([self.length_for(p) for p in prompts], dtype=torch.int64)
+        longest = int(lengths.max()) if len(prompts) else 1
+        feats = x[:, :, 0, :longest].permute(0, 2, 1) * self.std.to(x) + self.mean.to(x)
+        return feats, lengths
+
     def to_model_space(self, features: torch.Tensor) -> torch.Tensor:
         """De-normalised (B, T, 263) → normalised model layout (B, 263, 1, T)."""
         return ((features - self.mean) / self.std).permute(0, 2, 1).unsqueeze(2)

@@ -1,7 +1,14 @@
 """Text-to-motion rewards from a text–motion evaluator (T2M co-embeddings or TMR).
 
 Artifacts are :class:`r3d.motion.artifacts.Motion` (de-normalised 263-d features, cropped to their
-length; None scores the minimum). Every reward is in [0, 1], higher is better, not differentiable.
+length; None scores the minimum). Every reward is in [0, 1], higher is better.
+
+Reward-gradient path (``train.algorithm: nabla``): ``score_latents(policy, x0, prompts)`` scores a
+motion policy's clean samples x0 (B, 263, 1, T) differentiably — the policy's ``reward_features`` hook
+(de-normalised, uncropped, with lengths) → the evaluator's motion encoder with gradients → the same
+mapping as ``__call__`` (equal values, tested). Differentiable: ``motion_matching``, ``tmr_matching``,
+``tmr_cosine``, and ``motion_rprecision`` / ``motion_combined`` in ``softmax`` mode (rank and topK are
+step functions); text embeddings carry no gradient.
 
 - ``motion_matching``: the evaluator distance d = ‖t − m‖ mapped to a score — ``exp``: e^(−d/s);
   ``sigmoid``: σ((c − d)/s); ``linear``: clamp(1 − d/c, 0, 1) (a linear map without clamping changes
@@ -64,13 +71,54 @@ def _reference_distance(evaluator: Any, default: float) -> float:
     return default
 
 
-class _MotionReward:
-    """Shared plumbing: evaluator loading, None handling, batched embeddings."""
+def _grad_embed_motions(evaluator: Any) -> Any:
+    """The evaluator's ``embed_motions`` without its no-grad wrapper, or None where it has none."""
+    if not isinstance(evaluator, torch.nn.Module):
+        return None
+    return getattr(getattr(type(evaluator), "embed_motions", None), "__wrapped__", None)
+
+
+def latent_motion_embeddings(
+    evaluator: Any, policy: Any, x0: torch.Tensor, prompts: Sequence[str]
+) -> torch.Tensor:
+    """Differentiable evaluator motion embeddings (B, D) of a motion policy's clean samples x0 (B, 263, 1, T)."""
+    embed = _grad_embed_motions(evaluator)
+    if embed is None:
+        raise R3DError(f"evaluator {type(evaluator).__name__} has no differentiable motion encoder")
+    if not hasattr(policy, "reward_features"):
+        raise R3DError(f"policy {type(policy).__name__} has no reward_features (x0 → motion features) hook")
+    evaluator.requires_grad_(False)  # gradients flow to x0 only
+    feats, lengths = policy.reward_features(x0, list(prompts))
+    return embed(evaluator, feats, lengths.to(feats.device)).float()
+
+
+class _LatentMotionReward:
+    """The latent-reward protocol of the motion rewards: x0 → ``evaluator`` embeddings → ``score_embeddings``."""
 
     name = "motion"
     higher_is_better = True
     value_range = (0.0, 1.0)
-    differentiable = False
+    evaluator: Any
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether ``score_latents`` can differentiate through the evaluator."""
+        return _grad_embed_motions(self.evaluator) is not None
+
+    def score_embeddings(self, motion: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Reward (B,) from motion embeddings (B, D), differentiable in them."""
+        raise NotImplementedError
+
+    def score_latents(
+        self, policy: Any, x0: torch.Tensor, prompts: Sequence[str], **options: Any
+    ) -> torch.Tensor:
+        """Differentiable (B,) reward of a motion policy's clean samples x0 (B, 263, 1, T). ``options``: the
+        latent-reward protocol's generator / view_jitter_deg / detach_targets, which do not apply to motions."""
+        return self.score_embeddings(latent_motion_embeddings(self.evaluator, policy, x0, prompts), prompts)
+
+
+class _MotionReward(_LatentMotionReward):
+    """Shared plumbing: evaluator loading, None handling, batched embeddings."""
 
     def __init__(
         self,
@@ -145,6 +193,10 @@ class MotionMatchingReward(_MotionReward):
         self._none_to_min(out, artifacts)
         return out
 
+    def score_embeddings(self, motion: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        text = self.evaluator.embed_texts(list(prompts)).float().to(motion.device)
+        return map_distance(self._distance(text, motion), self.mapping, self.center, self.scale)
+
 
 class MotionRPrecisionReward(_MotionReward):
     """How well the motion retrieves its prompt among 31 distractors (``motion_rprecision``)."""
@@ -200,6 +252,30 @@ class MotionRPrecisionReward(_MotionReward):
         rng = np.random.default_rng(int.from_bytes(digest, "little"))
         return [candidates[i] for i in rng.choice(len(candidates), self.distractors, replace=False)]
 
+    @property
+    def differentiable(self) -> bool:
+        return self.mode == "softmax" and super().differentiable
+
+    def candidate_distances(self, motion: torch.Tensor, prompts: Sequence[str]) -> list[torch.Tensor]:
+        """Per sample, the distances (1 + distractors,) of its motion embedding to [prompt, *distractors]."""
+        out = []
+        for i, prompt in enumerate(prompts):
+            cand = [prompt, *self.distractors_for(prompt, prompts)]
+            out.append(
+                self._distance(self._texts(cand).to(motion.device), motion[i : i + 1].expand(len(cand), -1))
+            )
+        return out
+
+    def score_embeddings(self, motion: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        if self.mode != "softmax":
+            raise R3DError(f"motion_rprecision mode '{self.mode}' is not differentiable; use mode softmax")
+        return torch.stack(
+            [
+                torch.softmax(-d / self.temperature, dim=0)[0]
+                for d in self.candidate_distances(motion, prompts)
+            ]
+        )
+
     def __call__(self, artifacts: Sequence[Motion | None], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         feats, lens = batch_motions(artifacts)
         motion = torch.cat(
@@ -209,9 +285,7 @@ class MotionRPrecisionReward(_MotionReward):
             ]
         ).float()
         scores, ranks = [], []
-        for i, prompt in enumerate(prompts):
-            cand = [prompt, *self.distractors_for(prompt, prompts)]
-            d = self._distance(self._texts(cand), motion[i : i + 1].expand(len(cand), -1))
+        for d in self.candidate_distances(motion, prompts):
             rank = int((d[1:] < d[0]).sum())
             ranks.append(rank)
             if self.mode == "softmax":
@@ -230,13 +304,10 @@ class MotionRPrecisionReward(_MotionReward):
         return out
 
 
-class MotionCombinedReward:
+class MotionCombinedReward(_LatentMotionReward):
     """w·matching + (1 − w)·R-precision with one shared evaluator (``motion_combined``)."""
 
     name = "motion_combined"
-    higher_is_better = True
-    value_range = (0.0, 1.0)
-    differentiable = False
 
     def __init__(
         self,
@@ -255,6 +326,7 @@ class MotionCombinedReward:
         files = {"glove": glove, "stats_dir": stats_dir}
         self.matching = MotionMatchingReward(evaluator, mapping, **files)
         self.rprecision = MotionRPrecisionReward(evaluator, mode=mode, pool=pool, seed=seed, **files)
+        self.evaluator = self.matching.evaluator
 
     def __call__(self, artifacts: Sequence[Motion | None], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         a = self.matching(artifacts, prompts)
@@ -266,6 +338,16 @@ class MotionCombinedReward:
             "rprecision": b["motion_rprecision"],
             "top1": b["top1"],
         }
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether ``score_latents`` can differentiate through the evaluator (softmax R-precision)."""
+        return self.matching.differentiable and self.rprecision.differentiable
+
+    def score_embeddings(self, motion: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """w·matching + (1 − w)·R-precision (B,) from one motion encoding (B, D)."""
+        a = self.matching.score_embeddings(motion, prompts)
+        return self.w * a + (1 - self.w) * self.rprecision.score_embeddings(motion, prompts)
 
 
 class TMRCosineReward(_MotionReward):
@@ -284,6 +366,10 @@ class TMRCosineReward(_MotionReward):
         out = {self.name: (cos / 2 + 0.5).float(), "cosine": cos}
         self._none_to_min(out, artifacts)
         return out
+
+    def score_embeddings(self, motion: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        text = self.evaluator.embed_texts(list(prompts)).float().to(motion.device)
+        return torch.nn.functional.cosine_similarity(text, motion, dim=-1) / 2 + 0.5
 
 
 class TMRMatchingReward(MotionMatchingReward):

@@ -91,6 +91,7 @@ def grpo(
         )
         bar.update(task, completed=trainer.iteration, info="evaluating" if resume is None else "resuming")
         trainer.train(resume=resume is not None)
+    distributed.shutdown()  # every rank leaves the process group together before any exits
     if not trainer.main:  # other ranks of a multi-process run: rank 0 writes the summary and prints
         return
     summary = finish_run(run_dir)

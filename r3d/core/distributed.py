@@ -170,3 +170,14 @@ def any_rank(flag: bool) -> bool:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group at the end of a run: a barrier, then ``destroy_process_group``.
+
+    Without it a rank that exits first can abort another one whose gloo threads are still connected
+    ("terminate called without an active exception"). No-op for one process.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

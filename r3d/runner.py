@@ -135,7 +135,8 @@ def guarded_gold(cfg: GRPORecipe) -> list[str]:
 
 def check_gold(cfg: GRPORecipe, measure: Any, rewards: RewardMix) -> None:
     """A gold measure must not be a reward the recipe trains on (R3DError otherwise)."""
-    trained = {r.name for r, w in zip(rewards.rewards, rewards.weights, strict=True) if w != 0}
+    trained_rewards = [r for r, w in zip(rewards.rewards, rewards.weights, strict=True) if w != 0]
+    trained = {r.name for r in trained_rewards}
     same = trained & set(getattr(measure, "conflicts_with", ()))
     if measure.name in trained or same:
         raise R3DError(
@@ -143,9 +144,7 @@ def check_gold(cfg: GRPORecipe, measure: Any, rewards: RewardMix) -> None:
             "on; a gold measure must be independent of the rewards (see eval.gold)"
         )
     hook = getattr(measure, "conflicts", None)
-    problem = (
-        hook([r for r, w in zip(rewards.rewards, rewards.weights, strict=True) if w != 0]) if hook else None
-    )
+    problem = hook(trained_rewards) if hook else None
     if problem:
         raise R3DError(f"gold measure {measure.name} is not independent of the rewards: {problem}")
 

@@ -41,7 +41,6 @@ sys.path.insert(0, str(ROOT))
 from r3d.core.config import GRPORecipe  # noqa: E402
 from r3d.core.io import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
 from r3d.core.recipe import load_recipe  # noqa: E402
-from r3d.core.rollout import decode  # noqa: E402
 from r3d.runner import make_trainer  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -65,8 +64,8 @@ def final_samples(trainer: Any, base: bool) -> torch.Tensor:
     sde = torch.ones(trainer.schedule.num_steps, dtype=torch.bool)
     if base:
         with trainer.peft.disable_adapter():
-            return trainer.rollout(prompts, noise, "ode", sde, gen)["latents"][:, -1]
-    return trainer.rollout(prompts, noise, "ode", sde, gen)["latents"][:, -1]
+            return trainer.rollout(prompts, noise, "ode", sde, gen).final
+    return trainer.rollout(prompts, noise, "ode", sde, gen).final
 
 
 def preservation(trainer: Any) -> dict[str, float]:
@@ -89,7 +88,7 @@ def preservation(trainer: Any) -> dict[str, float]:
     prompts = [p for p in (cfg.prompts.eval or cfg.prompts.train) for _ in range(cfg.eval.samples_per_prompt)]
     cond = trainer.policy.encode_prompts(prompts)
     for tag, lat in (("tuned", tuned), ("base", base)):
-        scores = sem(decode(trainer.policy, lat, cond), prompts)
+        scores = sem(trainer.policy.decode(lat, cond), prompts)
         out[f"semantic_{tag}"] = float(next(iter(scores.values())).mean())
     return out
 

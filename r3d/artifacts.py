@@ -10,6 +10,7 @@ from typing import Any
 
 from r3d.core.errors import R3DError
 from r3d.core.io import atomic_write, atomic_write_text
+from r3d.core.policy import SavesPreview
 
 MESH_FORMATS = ("glb", "obj", "ply")
 
@@ -63,8 +64,7 @@ def preview(artifacts: list[Any], labels: list[str], path: Path, policy: Any = N
         from r3d.mesh.render import contact_sheet
 
         return contact_sheet(artifacts, labels, path)
-    saver = getattr(policy, "save_preview", None)
-    return saver(artifacts, labels, path) if saver is not None else None
+    return policy.save_preview(artifacts, labels, path) if isinstance(policy, SavesPreview) else None
 
 
 def sample_format(artifact: Any) -> str | None:

@@ -28,10 +28,19 @@ from r3d.core.memory import (
     saved_peak,
     unit_peak,
 )
+from r3d.core.policy import CheckpointedNetwork, HasExampleCond, factory_hooks
 from r3d.core.registry import GOLD, POLICIES, REWARDS, check_options, resolve
 from r3d.core.rewards import RewardMix
-from r3d.core.rollout import decode
-from r3d.runner import check_gold, gold_names, gold_options, policy_options, reward_options, trainer_class
+from r3d.core.rollout import network_output
+from r3d.runner import (
+    check_gold,
+    gold_names,
+    gold_options,
+    policy_options,
+    reward_mix,
+    reward_options,
+    trainer_class,
+)
 
 
 @dataclass
@@ -81,8 +90,8 @@ def _dry_build(
 ) -> _Built:
     """Build a policy / reward for real when its weights and device are there, else on the meta device.
 
-    A factory may offer ``factory.missing_weights(**options) -> list[str]`` (one message per missing
-    weight set, naming the ``r3d fetch-weights`` command); without it a failed build tells.
+    A factory may declare ``missing_weights`` (:class:`r3d.core.policy.FactoryHooks`): one message per
+    missing weight set, naming the ``r3d fetch-weights`` command; without it a failed build tells.
     """
     factory = resolve(name, table, kind)
     check_options(factory, options, f"{kind} '{name}'")
@@ -91,7 +100,7 @@ def _dry_build(
     device = str(resolve_device(options.get("device", default), require_available=False))
     label = f"{kind} {name}"
     errors: list[str] = []
-    hook = getattr(factory, "missing_weights", None)
+    hook = factory_hooks(factory).missing_weights
     if hook is not None:
         errors += [f"{label}: {m}" for m in hook(**options)]
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -147,7 +156,7 @@ def _cond_batch(policy: Any, cfg: GRPORecipe, b: int) -> Any:
     try:
         return policy.encode_prompts(_prompt_batch(cfg, b))
     except R3DError:
-        if not hasattr(policy, "example_cond"):
+        if not isinstance(policy, HasExampleCond):
             raise
         return policy.example_cond(b)
 
@@ -165,11 +174,7 @@ def _network_pass(trainer: GRPOTrainer, cfg: GRPORecipe, b: int, meta: bool) -> 
     x = x.to("meta") if meta else x
     cond = _cond_batch(policy, cfg, b)
     step = _first_trainable_step(cfg, torch.nonzero(schedule.moving()).flatten())
-    if schedule.kind == "flow":
-        out = policy.velocity(x, schedule.points[step].expand(b), cond)
-    else:
-        out = policy.predict(x, schedule.timesteps[step].expand(b), cond)
-    out.float().sum().backward()
+    network_output(policy, schedule, step, x, cond).float().sum().backward()
 
 
 def _pipeline_pass(
@@ -185,9 +190,9 @@ def _pipeline_pass(
     roll = trainer.rollout(
         prompts, policy.initial_noise(b, gen), cfg.sampler.kernel, torch.ones(n_steps, dtype=torch.bool), gen
     )
-    artifacts = decode(policy, roll["latents"][:, -1], roll["cond"])
+    artifacts = policy.decode(roll.final, roll.cond)
     total, comps = trainer.rewards(artifacts, prompts)
-    candidates = torch.nonzero(roll["has_density"]).flatten()
+    candidates = torch.nonzero(roll.has_density).flatten()
     if candidates.numel() == 0:
         raise R3DError(f"sampler.kernel {cfg.sampler.kernel} gives no step with a trainable density")
     meter = SavedTensorMeter(exclude)
@@ -198,7 +203,7 @@ def _pipeline_pass(
         if total.shape != (b,) or bad:
             rep.problem(f"rewards: components {', '.join(bad) or 'total'} are not finite (B,) tensors")
         kinds = sorted({"empty" if a is None else type(a).__name__ for a in artifacts})
-        shape = tuple(roll["latents"].shape[2:])
+        shape = tuple(roll.latents.shape[2:])
         rep.ok(
             "rollout", f"{n_steps} steps ({cfg.sampler.kernel}), latents {shape} → decode: {', '.join(kinds)}"
         )
@@ -251,7 +256,7 @@ def _measure_activations(
         )
     est.add("activations", f"micro-batch {bs}", act.bytes, device, act.method)
     net = policy.network
-    if getattr(net, "gradient_checkpointing", False) and hasattr(net, "checkpoint_units"):
+    if isinstance(net, CheckpointedNetwork) and net.gradient_checkpointing:
         net.gradient_checkpointing = False
         try:
             units = list(net.checkpoint_units())
@@ -313,8 +318,7 @@ def dry_run(cfg: GRPORecipe, run_dir: Path, recipe: str = "") -> DryRunReport:
     rewards = {
         n: _dry_build("reward", cfg.reward_type(n), reward_options(cfg, n), REWARDS, rep) for n in cfg.rewards
     }
-    trained = [(rewards[n].obj, rc.weight, n) for n, rc in cfg.rewards.items() if rewards[n].obj is not None]
-    mix = RewardMix([r for r, _, _ in trained], [w for _, w, _ in trained], [n for _, _, n in trained])
+    mix = reward_mix(cfg, {n: built.obj for n, built in rewards.items()})
     _dry_gold(cfg, mix, rep)
     policy, trainer = pol.obj, None
     if policy is not None:

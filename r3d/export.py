@@ -2,14 +2,13 @@
 
 The adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``) is what
 ``peft.PeftModel.from_pretrained(policy.network, folder)`` loads. Merged weights are written by the
-backend: its policy factory carries two optional attributes, as it carries ``missing_weights`` for
-the dry run:
+backend: its policy factory declares two hooks (:class:`r3d.core.policy.FactoryHooks`):
 
-- ``factory.save_merged(policy, folder, options, dtype) -> Path``: write ``policy.network`` (the
+- ``save_merged(policy, folder, options, dtype) -> Path``: write ``policy.network`` (the
   adapter already merged into it) in the backend's native layout under ``folder``; ``options`` are
   the factory options the run used, ``dtype`` the storage dtype (None = the backend's default).
   It returns the path to give ``r3d sample --model-weights``.
-- ``factory.weights_option``: the factory option that takes that path (``weights``, ``model_dir``…).
+- ``weights_option``: the factory option that takes that path (``weights``, ``model_dir``…).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from r3d.core.config import GRPORecipe
 from r3d.core.ema import copy_into, trainable
 from r3d.core.errors import R3DError
 from r3d.core.io import _UMASK
+from r3d.core.policy import factory_hooks
 from r3d.core.recipe import read_yaml, validate
 from r3d.core.registry import POLICIES, check_options, resolve
 
@@ -37,8 +37,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def merged_writer(factory: Callable[..., Any], name: str) -> Callable[..., Path]:
-    """``factory.save_merged``, or a one-line R3DError when the backend has none."""
-    writer = getattr(factory, "save_merged", None)
+    """The factory's ``save_merged`` hook, or a one-line R3DError when the backend has none."""
+    writer = factory_hooks(factory).save_merged
     if writer is None:
         raise R3DError(
             f"model '{name}' has no merged-weights writer; export without --merge and load the "
@@ -50,7 +50,7 @@ def merged_writer(factory: Callable[..., Any], name: str) -> Callable[..., Path]
 def model_weights_options(name: str, path: Path) -> dict[str, Any]:
     """The factory options that load merged weights from ``path`` (``r3d sample --model-weights``)."""
     factory = resolve(name, POLICIES, "policy")
-    option = getattr(factory, "weights_option", None)
+    option = factory_hooks(factory).weights_option
     if option is None:
         raise R3DError(f"model '{name}' cannot load merged weights (its loader names no weights option)")
     if not path.exists():

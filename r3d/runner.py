@@ -6,7 +6,6 @@ import functools
 import inspect
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from r3d.core.gold import GoldSet, OverOptimisationGuard, describe
 from r3d.core.grpo import GRPOTrainer, attach_lora
 from r3d.core.io import atomic_write_json, read_jsonl, read_text
 from r3d.core.plots import reward_curves
+from r3d.core.policy import factory_hooks
 from r3d.core.recipe import apply_overrides, load_recipe, read_yaml, validate
 from r3d.core.registry import (
     GOLD,
@@ -37,7 +37,7 @@ from r3d.core.registry import (
     with_run_device,
 )
 from r3d.core.rewards import RewardMix
-from r3d.core.rollout import decode, make_schedule, sample
+from r3d.core.rollout import make_schedule, sample
 
 
 def load_grpo(
@@ -71,7 +71,7 @@ def policy_options(cfg: GRPORecipe) -> dict[str, Any]:
 def check_prompts(cfg: GRPORecipe) -> None:
     """Model-specific prompt checks before any model is loaded, each failure naming file and line.
 
-    The policy factory's module may define ``validate_prompt(prompt)`` (raising R3DError); prompt
+    The policy factory may declare ``validate_prompt`` (:class:`r3d.core.policy.FactoryHooks`); prompt
     files giving motion lengths need a factory that takes ``lengths``.
     """
     factory = resolve(cfg.model.name, POLICIES, "policy")
@@ -81,7 +81,7 @@ def check_prompts(cfg: GRPORecipe) -> None:
             raise R3DError(
                 f"{found.where[first]}: model {cfg.model.name} takes no motion lengths (prompts.{key})"
             )
-    validate_prompt = getattr(sys.modules.get(factory.__module__), "validate_prompt", None)
+    validate_prompt = factory_hooks(factory).validate_prompt
     if validate_prompt is None:
         return
     for key in ("train", "eval"):
@@ -103,12 +103,21 @@ def reward_options(cfg: GRPORecipe, name: str) -> dict[str, Any]:
     )
 
 
+def reward_mix(cfg: GRPORecipe, built: dict[str, Any]) -> RewardMix:
+    """The recipe's weighted, labelled sum of the rewards ``built`` per label (labels whose reward
+    is None, e.g. not buildable in a dry run, are left out)."""
+    labels = [label for label in cfg.rewards if built.get(label) is not None]
+    return RewardMix(
+        [built[label] for label in labels], [cfg.rewards[label].weight for label in labels], labels=labels
+    )
+
+
 def build_rewards(cfg: GRPORecipe) -> RewardMix:
-    rewards, weights = [], []
-    for label, rc in cfg.rewards.items():
-        rewards.append(build_reward(cfg.reward_type(label), **reward_options(cfg, label)))
-        weights.append(rc.weight)
-    return RewardMix(rewards, weights, labels=list(cfg.rewards))
+    """Every reward of the recipe, built, in its weighted sum."""
+    return reward_mix(
+        cfg,
+        {label: build_reward(cfg.reward_type(label), **reward_options(cfg, label)) for label in cfg.rewards},
+    )
 
 
 def gold_names(cfg: GRPORecipe) -> list[str]:
@@ -332,7 +341,7 @@ def generate(
         traj = sample(
             policy, schedule, cond, noise, kernel="ode", noise_level=0.0, sde_steps=None, generator=None
         )
-        artifacts = decode(policy, traj.latents[:, -1], cond)
+        artifacts = policy.decode(traj.latents[:, -1], cond)
     elapsed = time.perf_counter() - tic
     out.mkdir(parents=True, exist_ok=True)
     scores: dict[str, list[float]] = {}

@@ -1,6 +1,5 @@
 """Gradient accumulation (train.samples_per_update): N accumulated passes equal one pass of N× the batch."""
 
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from r3d.cli.main import main
 from r3d.core.config import GRPORecipe
 from r3d.core.errors import R3DError
 from r3d.core.grpo import GRPOTrainer
+from r3d.core.io import read_jsonl
 from r3d.core.rewards import RewardMix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return read_jsonl(run_dir / "metrics.jsonl")
 
 
 def tiny_mesh_trainer(tmp_path, name, **train):

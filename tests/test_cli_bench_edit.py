@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from r3d.cli.main import main
@@ -20,13 +19,7 @@ from r3d.cli.main import main
 FAST = ["--limit", "5", "--set", "editor.num_inference_steps=2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Same thread count as the killed subprocess below (OMP_NUM_THREADS=1), so numerics match."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(argv, capsys):

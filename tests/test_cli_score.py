@@ -10,20 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 import trimesh
+from conftest import shared_meshes_dir
 
 from r3d.cli.main import main
 from r3d.mesh.io import save_mesh
 from r3d.rewards import REGISTRY
-
-
-def shared_meshes_dir() -> Path | None:
-    for candidate in (
-        os.environ.get("R3D_SHARED_MESHES"),
-        Path(__file__).parents[1].parent / "shared/data/meshes",
-    ):
-        if candidate and Path(candidate).is_dir() and any(Path(candidate).glob("*.obj")):
-            return Path(candidate)
-    return None
 
 
 class FakeSemantic:

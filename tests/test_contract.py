@@ -2,15 +2,30 @@
 of r3d.core.policy / r3d.core.rewards (docs/adapters.md); the others are named with the test file that
 covers them on tiny weights, so a new backend cannot join the registry unexercised."""
 
+import ast
+import inspect
 from pathlib import Path
 
 import pytest
 import torch
 
-from r3d.core.policy import DiffusionPolicy, FlowPolicy
-from r3d.core.registry import POLICIES, REWARDS, build_policy, build_reward
+from r3d.core.errors import R3DError
+from r3d.core.policy import (
+    CheckpointedNetwork,
+    DecodesField,
+    DiffusionPolicy,
+    FactoryHooks,
+    FlowPolicy,
+    HasExampleCond,
+    RendersLatents,
+    SavesPreview,
+    declare_hooks,
+    factory_hooks,
+    policy_kind,
+)
+from r3d.core.registry import GOLD, POLICIES, REWARDS, build_policy, build_reward, resolve
 from r3d.core.rewards import Reward
-from r3d.core.rollout import decode, make_schedule, sample
+from r3d.core.rollout import make_schedule, sample
 
 TESTS = Path(__file__).resolve().parent
 
@@ -64,7 +79,7 @@ def rollouts():
             traj = sample(
                 policy, schedule, cond, noise, kernel="ode", noise_level=0.0, sde_steps=None, generator=None
             )
-            artifacts = decode(policy, traj.latents[:, -1], cond)
+            artifacts = policy.decode(traj.latents[:, -1], cond)
         out[name] = (policy, prompts, cond, noise, traj, artifacts)
     return out
 
@@ -103,3 +118,108 @@ def test_reward_follows_the_contract(name, rollouts):
     assert low <= float(scores[reward.name].min()) and float(scores[reward.name].max()) <= high
     with_empty = reward([None, *artifacts[1:]], prompts)
     assert torch.isfinite(torch.as_tensor(with_empty[reward.name])).all()
+
+
+POLICY_HOOKS = (SavesPreview, HasExampleCond, DecodesField, RendersLatents)
+
+
+def _methods(protocol: type) -> list[str]:
+    return [n for n, v in list(vars(protocol).items()) if not n.startswith("_") and callable(v)]
+
+
+HOOK_NAMES = {
+    *(n for hook in POLICY_HOOKS for n in _methods(hook)),
+    "checkpoint_units",
+    "gradient_checkpointing",
+    *FactoryHooks.__dataclass_fields__,
+}
+
+
+def _signature_matches(method, protocol_method) -> bool:
+    want = [p for p in inspect.signature(protocol_method).parameters if p != "self"]
+    have = list(inspect.signature(method).parameters)
+    return have[: len(want)] == want
+
+
+@pytest.mark.parametrize("name", list(OFFLINE_POLICIES))
+def test_optional_policy_hooks_have_the_declared_signatures(name, rollouts):
+    """A policy member named like an optional hook is that hook: same parameter names as its protocol
+    in r3d.core.policy (a hook with another signature would be called wrongly, not skipped)."""
+    policy = rollouts[name][0]
+    for hook in POLICY_HOOKS:
+        for member in _methods(hook):
+            if hasattr(policy, member):
+                assert isinstance(policy, hook), (name, member)
+                assert _signature_matches(getattr(policy, member), vars(hook)[member]), (name, member)
+    if hasattr(policy.network, "checkpoint_units"):
+        assert isinstance(policy.network, CheckpointedNetwork)
+
+
+def test_factory_hooks_are_declared_typed_and_misspellings_fail():
+    """Factory hooks are FactoryHooks dataclasses (a misspelt name is a TypeError at import, not a hook
+    silently never used); every declared writer / check is callable."""
+    declared = 0
+    for table, kind in ((POLICIES, "policy"), (REWARDS, "reward"), (GOLD, "gold measure")):
+        for name in table:
+            try:
+                factory = resolve(name, table, kind)
+            except R3DError:  # an optional extra is missing here
+                continue
+            hooks = factory_hooks(factory)
+            for field in FactoryHooks.__dataclass_fields__:
+                value = getattr(hooks, field)
+                if value is not None:
+                    declared += 1
+                    assert isinstance(value, str) if field == "weights_option" else callable(value), (
+                        name,
+                        field,
+                    )
+    assert declared >= 8  # tiny_shapes, tiny_motion, mdm, diffsplat ×2, hunyuan3d, uni3d, clip
+
+    def factory():
+        return None
+
+    with pytest.raises(TypeError):
+        declare_hooks(factory, save_merge=lambda *a: None)
+    declare_hooks(factory, weights_option="path")
+    declare_hooks(factory, save_merged=print)
+    assert factory_hooks(factory) == FactoryHooks(save_merged=print, weights_option="path")
+
+
+def test_no_hook_is_looked_up_by_a_string():
+    """Consumers test hooks with isinstance / factory_hooks, never getattr(obj, "hook") or hasattr: the
+    hook's name is written once, in r3d.core.policy."""
+    root = TESTS.parent / "r3d"
+    found = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr")
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in HOOK_NAMES
+            ):
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.args[1].value}")
+    assert not found, found
+
+
+def test_an_object_that_is_no_policy_is_a_one_line_error():
+    """policy_kind names the protocol and the members missing, instead of an AttributeError mid-rollout."""
+
+    class HalfFlow:
+        network = torch.nn.Linear(1, 1)
+
+        def velocity(self, x, sigma, cond):
+            return x
+
+    with pytest.raises(R3DError, match=r"as a FlowPolicy it lacks .*sigmas") as info:
+        make_schedule(HalfFlow(), 2)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", list(OFFLINE_POLICIES))
+def test_policy_kind_matches_the_protocol(name, rollouts):
+    policy = rollouts[name][0]
+    assert policy_kind(policy) == ("flow" if isinstance(policy, FlowPolicy) else "ddpm")

@@ -84,8 +84,11 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(launcher, on
     """Per-sample noise streams + gathered rewards + averaged gradients: 2 ranks × 8 == 1 rank × 16.
 
     Both ranks really ran (two pids, RANK 0 and 1 of WORLD_SIZE 2). Sampling and rewards of the first
-    iteration are bit-identical; later iterations agree to 1e-5 (the 2-process gradient is the mean of
-    two 8-sample means, summed in another order).
+    iteration agree to float rounding (1e-6 relative): each sample has its own noise stream, but the
+    network runs on chunks of 8 instead of 16, and PyTorch's vectorised CPU kernels may round the two
+    batch sizes differently in the last bit (seen on an Intel AVX-512 machine; bit-identical on AMD).
+    Later iterations agree to 1e-5 (the 2-process gradient is the mean of two 8-sample means, summed
+    in another order). A rank that drew another rank's noise or skipped the gather would differ by far more.
     """
     if not Path(LAUNCHERS[launcher][0]).exists() or ("mpirun" in launcher and not shutil.which("mpirun")):
         pytest.skip(f"{launcher} missing")
@@ -98,7 +101,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(launcher, on
     assert {(r, w) for r, w, _ in ranks2} == {("0", "2"), ("1", "2")}
     assert len({pid for _, _, pid in ranks2}) == 2
     assert [r["iteration"] for r in m2] == [0, 1, 2, 3]
-    assert m1[1]["reward"] == m2[1]["reward"]
+    assert m2[1]["reward"] == pytest.approx(m1[1]["reward"], rel=1e-6, abs=0)
     for a, b in zip(m1, m2, strict=True):
         for key in ("reward", "eval/reward", "policy_loss", "ratio_first_step_maxdev"):
             if key in a:

@@ -19,14 +19,7 @@ from r3d.edit.prompts import combine
 from r3d.edit.tiny import save_tiny_editor, save_tiny_judge
 from r3d.edit.vl_inputs import vision_token_ids
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded on a shared 2-core box; restore the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

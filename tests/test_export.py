@@ -19,6 +19,7 @@ from r3d.cli.main import main
 from r3d.core.checkpoint import load_state
 from r3d.core.errors import R3DError
 from r3d.core.grpo import attach_lora
+from r3d.core.policy import factory_hooks
 from r3d.export import export_run, model_weights_options
 from r3d.models.diffsplat import load_tiny_diffsplat
 from r3d.models.hunyuan3d import (
@@ -69,7 +70,7 @@ def test_tiny_shapes_merged_safetensors_equal_the_adapter(tmp_path):
     """The merged tiny-shapes file (shipped layout, fp32) predicts what base + adapter predicts (≤ 1e-5)."""
     x = torch.randn(3, 10, 10, 10, generator=torch.Generator().manual_seed(1))
     sigma, labels = torch.tensor([0.9, 0.5, 0.1]), torch.tensor([0, 1, 2])
-    writer = load_tiny_shapes.save_merged
+    writer = factory_hooks(load_tiny_shapes).save_merged
     adapted, merged, path = merge_roundtrip(
         load_tiny_shapes(),
         lambda p: p.network(x, sigma, labels),
@@ -102,7 +103,7 @@ def test_hunyuan3d_merged_checkpoint_equals_the_adapter_and_keeps_the_official_l
     cond = policy.encode_prompts([image, image])
     x = torch.randn(2, 32, 8, generator=torch.Generator().manual_seed(2))
     sigma = torch.tensor([0.8, 0.3])
-    writer = load_hunyuan3d_policy.save_merged
+    writer = factory_hooks(load_hunyuan3d_policy).save_merged
     options = {"model_dir": str(hunyuan_dir)}
     adapted, merged, path = merge_roundtrip(
         policy,
@@ -166,7 +167,7 @@ def _mdm_forward(prompts: list[str], frames: int):
 def test_tiny_motion_merged_safetensors_equal_the_adapter(tmp_path):
     """The merged tiny MDM file (shipped layout: no pe tables, mean/std, config metadata) equals base +
     adapter (≤ 1e-5) through load_tiny_motion."""
-    writer = load_tiny_motion.save_merged
+    writer = factory_hooks(load_tiny_motion).save_merged
     policy = load_tiny_motion(guidance_scale=1.0)  # the network's own output, not CFG's amplified difference
     adapted, merged, path = merge_roundtrip(
         policy,
@@ -200,7 +201,7 @@ def test_official_mdm_merged_pt_has_the_official_names_and_equals_the_adapter(tm
     def load(path):
         return load_mdm_policy(path, **stats, default_length=12)
 
-    writer = load_mdm_policy.save_merged
+    writer = factory_hooks(load_mdm_policy).save_merged
     adapted, merged, path = merge_roundtrip(
         load(source),
         _mdm_forward(["a man walks", "a woman dances"], 196),
@@ -226,7 +227,7 @@ def test_tiny_diffsplat_merged_diffusers_folder_equals_the_adapter(tmp_path):
     def forward(policy):
         return policy.predict(x, t, policy.encode_prompts(["a chair", "a lamp"]))
 
-    writer = load_tiny_diffsplat.save_merged
+    writer = factory_hooks(load_tiny_diffsplat).save_merged
     adapted, merged, path = merge_roundtrip(
         load_tiny_diffsplat(seed=0),
         forward,

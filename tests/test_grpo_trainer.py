@@ -1,7 +1,5 @@
 """The GRPO trainer on a toy policy: ratio = 1, learning, KL, checkpoint / resume / Ctrl-C."""
 
-import json
-
 import pytest
 import torch
 from toy_policy import ToyReward, make
@@ -9,6 +7,7 @@ from toy_policy import ToyReward, make
 from r3d.core.config import GRPORecipe
 from r3d.core.errors import R3DError
 from r3d.core.grpo import GRPOTrainer
+from r3d.core.io import read_jsonl
 from r3d.core.rewards import RewardMix
 
 
@@ -80,7 +79,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     trainer(recipe(iterations=2), tmp_path / "part").train()
     resumed = trainer(recipe(iterations=4), tmp_path / "part").train(resume=True)
     assert strip_times(resumed) == strip_times(full[3:])
-    logged = [json.loads(line) for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    logged = read_jsonl(tmp_path / "part" / "metrics.jsonl")
     assert [r["iteration"] for r in logged] == [0, 1, 2, 3, 4]
 
 

@@ -8,6 +8,7 @@ import torch
 from r3d.core.config import GRPORecipe
 from r3d.core.errors import R3DError
 from r3d.core.recipe import load_recipe
+from r3d.core.rollout import predict_x0
 from r3d.models.mdm import load_tiny_motion
 from r3d.rewards.motion import (
     MotionCombinedReward,
@@ -92,7 +93,6 @@ def test_reward_gradient_reaches_the_lora(tmp_path):
     roll = trainer.rollout(
         prompts, x, trainer.cfg.sampler.kernel, trainer._sde_steps(), torch.Generator().manual_seed(2)
     )
-    roll["prompts"] = prompts
     lora = [p for n, p in trainer.peft.named_parameters() if "lora_" in n and p.requires_grad]
     trainer.optimizer_step = lambda sums, weight: None  # keep the gradients to inspect them
     trainer.update(roll, torch.zeros(4), [0])
@@ -110,12 +110,12 @@ def test_reward_gradient_steps_raise_the_reward_on_a_fixed_batch(tmp_path):
     roll = trainer.rollout(
         prompts, x, trainer.cfg.sampler.kernel, trainer._sde_steps(), torch.Generator().manual_seed(2)
     )
-    roll["prompts"] = prompts
 
     def reward_of_batch() -> float:
         with torch.no_grad():
-            x_next = trainer.replay(0, roll["latents"][:, 0], cond, roll["latents"][:, 1]).mean
-            return float(trainer.log_reward(trainer.predict_x0(1, x_next, cond), prompts).mean())
+            x_next = trainer.replay(0, roll.latents[:, 0], cond, roll.latents[:, 1]).mean
+            x0 = predict_x0(trainer.policy, trainer.schedule, 1, x_next, cond)
+            return float(trainer.log_reward(x0, prompts).mean())
 
     before = reward_of_batch()
     for _ in range(4):

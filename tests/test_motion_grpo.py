@@ -7,6 +7,7 @@ import pytest
 
 from r3d.cli.main import main
 from r3d.core.config import GRPORecipe
+from r3d.core.io import read_jsonl
 from r3d.core.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -28,7 +29,7 @@ def test_tiny_motion_recipe_runs_two_iterations_with_exact_first_ratio(tmp_path)
     ]
     args = ["grpo", str(RECIPES / "motion_tiny.yaml"), "--out", str(run)]
     assert main(args + [a for o in overrides for a in ("--set", o)]) == 0
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(run / "metrics.jsonl")
     assert [r["iteration"] for r in records] == [0, 1, 2]
     for r in records[1:]:
         assert r["ratio_first_step_maxdev"] == 0.0

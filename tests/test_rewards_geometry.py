@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import trimesh
+from conftest import shared_meshes_dir
 
 from r3d.core.errors import R3DError
 from r3d.core.rewards import Reward
@@ -19,17 +18,6 @@ from r3d.mesh.render import render_views
 from r3d.rewards import available_rewards, build_reward, select_rewards
 from r3d.rewards.geometry import DEFAULT_WEIGHTS, GeometryReward
 from r3d.rewards.normal import NormalReward, normals_from_depth
-
-
-def shared_meshes_dir() -> Path | None:
-    """The lead's folder of real test meshes (env ``R3D_SHARED_MESHES`` or ../shared/data/meshes)."""
-    for candidate in (
-        os.environ.get("R3D_SHARED_MESHES"),
-        Path(__file__).parents[1].parent / "shared/data/meshes",
-    ):
-        if candidate and Path(candidate).is_dir() and any(Path(candidate).glob("*.obj")):
-            return Path(candidate)
-    return None
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from sd3_flow_policy import make
 
 from r3d.core.config import GRPORecipe
 from r3d.core.recipe import load_recipe
-from r3d.core.rollout import decode, make_schedule, sample
+from r3d.core.rollout import make_schedule, sample
 from r3d.runner import make_trainer
 
 PROMPTS = ["a bright square", "a dark square"]
@@ -85,7 +85,7 @@ def test_ode_rollout_equals_the_diffusers_pipeline_bitwise(shift):
     assert torch.equal(schedule.points, policy.scheduler.sigmas)  # the scheduler's σ, shift included
     assert torch.equal(schedule.points[:-1] * 1000, policy.scheduler.timesteps)
     assert torch.equal(torch.stack(steps, dim=1), traj.latents[:, 1:])
-    ours = decode(policy, traj.latents[:, -1], cond)
+    ours = policy.decode(traj.latents[:, -1], cond)
     assert [np.asarray(a).tolist() for a in ours] == [np.asarray(a).tolist() for a in out.images]
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from r3d.cli.main import main
+from r3d.core.io import read_jsonl
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny_mesh.yaml"
 SMALL = [
@@ -27,7 +28,7 @@ def run_dir(tmp_path_factory):
 
 def test_tiny_mesh_recipe_runs_with_ratio_one(run_dir):
     """One iteration of the shipped recipe trains, logs every reward component, and has ratio exactly 1."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(run_dir / "metrics.jsonl")
     it = records[1]
     assert it["ratio_first_step_maxdev"] == 0.0
     for key in ("reward/semantic", "reward/geometry", "reward/geometry/watertight", "eval/semantic"):

@@ -30,18 +30,9 @@ from r3d.mesh.voxelize import (
     y_up_to_z_up,
 )
 
-
-def shared_meshes_dir() -> Path | None:
-    for candidate in (
-        os.environ.get("R3D_SHARED_MESHES"),
-        Path(__file__).parents[1].parent / "shared/data/meshes",
-    ):
-        if candidate and Path(candidate).is_dir() and any(Path(candidate).glob("*.obj")):
-            return Path(candidate)
-    return None
-
-
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from conftest import shared_meshes_dir
+
 from benchmarks import bench_voxelize  # noqa: E402  (random soups and large meshes, shared with the benchmark)
 
 MESHES = shared_meshes_dir()

@@ -13,6 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from r3d.cli.main import main
+from r3d.core.io import read_jsonl
 from r3d.core.recipe import load_recipe
 from r3d.mesh.voxelize import voxelize_many
 from r3d.vqvae import load_trellis_ss
@@ -86,7 +87,7 @@ def test_vae_stage_exports_trellis_files_that_load_strictly(stage_runs):
     dec = load_trellis_ss(run_dir / "export" / "ss_dec_conv3d_16l8_fp16")
     x = torch.zeros(1, 1, 16, 16, 16)
     assert dec(enc(x)).shape == x.shape
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(run_dir / "metrics.jsonl")
     assert {r["split"] for r in records} == {"step", "train", "eval"}
     assert all("iou" in r and "f1" in r for r in records if r["split"] != "step")
     assert any((run_dir / "tb").iterdir()) and (run_dir / "recipe.yaml").is_file()

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +28,38 @@ from r3d.core.ema import ParameterEMA, trainable
 from r3d.core.errors import R3DError
 from r3d.core.gold import EvalContext, GoldSet, OverOptimisationGuard, describe
 from r3d.core.io import append_jsonl, atomic_write_text, read_jsonl
+from r3d.core.kernels import StepOutput
 from r3d.core.losses import flow_grpo_kl, gaussian_kl, grpo_policy_loss
+from r3d.core.policy import Policy, SavesPreview
 from r3d.core.recipe import save_resolved
 from r3d.core.rewards import RewardMix
 from r3d.core.rollout import (
+    Rollout,
     Schedule,
     Trajectory,
     check_kernel,
-    decode,
     make_schedule,
     sample,
     transition,
 )
 
 Logger = Callable[[str], None]
+
+
+@dataclass
+class StepLoss:
+    """The loss of one (chunk, step) pair of an update, from :meth:`GRPOTrainer.step_loss`.
+
+    loss: scalar, the mean over the chunk's samples (backpropagated by the update loop);
+    metrics: scalar tensors averaged into the iteration's metrics; out: the policy's replayed
+    transition (its ``log_prob`` (B,) gives the on-policy ratio of the first update).
+    """
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+    out: StepOutput
+
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both: finish the iteration, save a checkpoint, stop
 
 
@@ -62,7 +81,7 @@ class GRPOTrainer:
     def __init__(
         self,
         recipe: GRPORecipe,
-        policy: Any,
+        policy: Policy,
         rewards: RewardMix,
         run_dir: str | Path,
         log: Logger = print,
@@ -78,7 +97,7 @@ class GRPOTrainer:
         self.main = self.rank == 0
         self.run_dir = Path(run_dir)
         self.log = log if self.main else (lambda _: None)
-        self.preview = preview or getattr(policy, "save_preview", None)
+        self.preview = preview or (policy.save_preview if isinstance(policy, SavesPreview) else None)
         self.progress = progress
         t = recipe.train
         if t.samples_per_update is not None and t.samples_per_update % self.world:
@@ -220,7 +239,7 @@ class GRPOTrainer:
         generator: torch.Generator | list[torch.Generator] | None,
         schedule: Schedule | None = None,
         on_chunk: Callable[[torch.Tensor, Any, Trajectory], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Rollout:
         """Sample ``prompts`` from ``noise`` chunk by chunk (``train.batch_size``); ``generator`` is
         one generator or one per sample. ``on_chunk(idx, cond, traj)`` is called after each chunk
         (idx: (n,) positions in ``prompts``; cond: the chunk's conditions)."""
@@ -244,12 +263,13 @@ class GRPOTrainer:
             )
             if on_chunk is not None:
                 on_chunk(idx, c, trajs[-1])
-        return {
-            "cond": cond,
-            "latents": torch.cat([t.latents for t in trajs]),
-            "log_probs": torch.cat([t.log_probs for t in trajs]),
-            "has_density": trajs[0].has_density,
-        }
+        return Rollout(
+            prompts=list(prompts),
+            cond=cond,
+            latents=torch.cat([t.latents for t in trajs]),
+            log_probs=torch.cat([t.log_probs for t in trajs]),
+            has_density=trajs[0].has_density,
+        )
 
     # ----------------------------------------------------------------- training
     def _train_steps(self, has_density: torch.Tensor) -> list[int]:
@@ -306,7 +326,34 @@ class GRPOTrainer:
             std_dev_t = out.std / torch.sqrt(self.schedule.points[step] - self.schedule.points[step + 1])
         return flow_grpo_kl(out.mean, ref.mean, std_dev_t)
 
-    def update(self, roll: dict[str, Any], advantages: torch.Tensor, steps: list[int]) -> dict[str, float]:
+    def step_loss(
+        self, roll: Rollout, idx: torch.Tensor, cond: Any, step: int, advantages: torch.Tensor
+    ) -> StepLoss:
+        """GRPO's loss at ``step`` for the samples ``idx`` (cond: their conditions): PPO-clip on the
+        ratio to the rollout's log-probabilities, plus ``kl_beta`` × KL to the reference (LoRA off).
+        The per-step hook a trainer overrides to change the objective (see :class:`NablaTrainer`)."""
+        t = self.cfg.train
+        x, x_next = roll.latents[idx, step], roll.latents[idx, step + 1]
+        out = self.replay(step, x, cond, x_next)
+        old = roll.log_probs[idx, step]
+        policy_loss, m = grpo_policy_loss(out.log_prob, old, advantages[idx], t.clip_range)
+        loss = policy_loss
+        if t.kl_beta > 0:
+            with torch.no_grad(), self.peft.disable_adapter():
+                ref = self.replay(step, x, cond, x_next)
+            kl = self._kl(step, out, ref).mean()
+            loss = loss + t.kl_beta * kl
+            m["kl"] = kl.detach()
+        m["policy_loss"] = policy_loss.detach()
+        return StepLoss(loss, m, out)
+
+    def update_metrics(self) -> dict[str, float]:
+        """Extra per-rank metrics of the update just done (averaged over ranks with the others)."""
+        return {}
+
+    def update(self, roll: Rollout, advantages: torch.Tensor, steps: list[int]) -> dict[str, float]:
+        """``train.inner_epochs`` passes over the rollout's chunks at the chosen ``steps``: one optimizer
+        step per update group (:meth:`_updates`), each (chunk, step) loss from :meth:`step_loss`."""
         t = self.cfg.train
         updates = self._updates(advantages.shape[0])
         sums: dict[str, float] = {}
@@ -323,26 +370,17 @@ class GRPOTrainer:
                 n_update_samples = sum(len(idx) for idx in chunks)
                 self.optimizer.zero_grad(set_to_none=True)
                 for idx in chunks:
-                    cond = self.policy.select_cond(roll["cond"], idx)
+                    cond = self.policy.select_cond(roll.cond, idx)
                     # each chunk's mean loss weighs len(idx) / n_update_samples of the update's mean
                     scale = len(steps) if len(chunks) == 1 else len(steps) * n_update_samples / len(idx)
                     for step in steps:
-                        x, x_next = roll["latents"][idx, step], roll["latents"][idx, step + 1]
-                        out = self.replay(step, x, cond, x_next)
-                        old = roll["log_probs"][idx, step]
-                        policy_loss, m = grpo_policy_loss(out.log_prob, old, advantages[idx], t.clip_range)
-                        loss = policy_loss
-                        if t.kl_beta > 0:
-                            with torch.no_grad(), self.peft.disable_adapter():
-                                ref = self.replay(step, x, cond, x_next)
-                            kl = self._kl(step, out, ref).mean()
-                            loss = loss + t.kl_beta * kl
-                            m["kl"] = kl.detach()
-                        (loss / scale).backward()
+                        part = self.step_loss(roll, idx, cond, step, advantages)
+                        (part.loss / scale).backward()
                         if epoch == 0 and n_update == 0:
-                            first_ratios.append(torch.exp(out.log_prob.detach() - old))
-                        m["policy_loss"] = policy_loss.detach()
-                        for key, value in m.items():
+                            first_ratios.append(
+                                torch.exp(part.out.log_prob.detach() - roll.log_probs[idx, step])
+                            )
+                        for key, value in part.metrics.items():
                             sums[key] = sums.get(key, 0.0) + float(value)
                         count += 1
                 self.optimizer_step(sums, len(steps) * len(chunks))
@@ -350,6 +388,7 @@ class GRPOTrainer:
         ratios = torch.cat(first_ratios)
         metrics["ratio_first_step_mean"] = float(ratios.mean())
         metrics["ratio_first_step_maxdev"] = float((ratios - 1).abs().max())
+        metrics.update(self.update_metrics())
         return dist.average_scalars(metrics)
 
     # ----------------------------------------------------------------- evaluation
@@ -371,7 +410,7 @@ class GRPOTrainer:
         kernel = "ode" if s.eval_kernel == "ode" else s.kernel
         sde = torch.ones(schedule.num_steps, dtype=torch.bool)
         roll = self.rollout(prompts, noise, kernel, sde, gen, schedule)
-        artifacts = decode(self.policy, roll["latents"][:, -1], roll["cond"])
+        artifacts = self.policy.decode(roll.final, roll.cond)
         total, comps = self.rewards(artifacts, prompts)
         metrics = {"eval/reward": float(total.mean())}
         metrics.update({f"eval/{k}": float(v.mean()) for k, v in comps.items()})
@@ -380,7 +419,7 @@ class GRPOTrainer:
             def reference() -> tuple[torch.Tensor, list[Any]]:
                 return self._reference_samples(prompts, kernel, sde, schedule)
 
-            context = EvalContext(roll["latents"][:, -1], roll["cond"], reference, self.policy)
+            context = EvalContext(roll.final, roll.cond, reference, self.policy)
             metrics.update(self.gold(artifacts, prompts, context))
         if self.preview is not None and self.main:
             labels = [f"{p} | {float(r):.2f}" for p, r in zip(prompts, total, strict=True)]
@@ -398,8 +437,7 @@ class GRPOTrainer:
             noise = self.policy.initial_noise(len(prompts), gen)
             with self.peft.disable_adapter():
                 roll = self.rollout(prompts, noise, kernel, sde, gen, schedule)
-                x0 = roll["latents"][:, -1]
-                self._reference = (x0, decode(self.policy, x0, roll["cond"]))
+                self._reference = (roll.final, self.policy.decode(roll.final, roll.cond))
         return self._reference
 
     def _watch_gold(self, metrics: dict[str, float]) -> bool:
@@ -451,21 +489,21 @@ class GRPOTrainer:
         metrics["zero_variance_groups"] = stats.zero_variance_fraction
         tic = time.perf_counter()
         advantages = stats.advantages[mine.start : mine.stop]
-        metrics.update(self.update(roll, advantages, self._train_steps(roll["has_density"])))
+        metrics.update(self.update(roll, advantages, self._train_steps(roll.has_density)))
         metrics["time/train_s"] = time.perf_counter() - tic
         self.iteration += 1
         return metrics
 
     def _sequential(
         self, prompts: list[str], noise: torch.Tensor, sde_steps: torch.Tensor, gens: list, metrics: dict
-    ) -> tuple[dict[str, Any], torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[Rollout, torch.Tensor, dict[str, torch.Tensor]]:
         """Sample every chunk, then decode all, then score all; times go into ``metrics``."""
         tic = time.perf_counter()
         roll = self.rollout(prompts, noise, self.cfg.sampler.kernel, sde_steps, gens)
         metrics["time/sample_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
         with torch.no_grad():
-            artifacts = decode(self.policy, roll["latents"][:, -1], roll["cond"])
+            artifacts = self.policy.decode(roll.final, roll.cond)
         metrics["time/decode_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
         total, comps = self.rewards(artifacts, prompts)
@@ -474,7 +512,7 @@ class GRPOTrainer:
 
     def _overlapped(
         self, prompts: list[str], noise: torch.Tensor, sde_steps: torch.Tensor, gens: list, metrics: dict
-    ) -> tuple[dict[str, Any], torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[Rollout, torch.Tensor, dict[str, torch.Tensor]]:
         """Like :meth:`_sequential`, but chunk k is decoded and scored in one worker thread while
         chunk k+1 is sampled; results are concatenated in chunk order. ``time/reward_s`` is the time
         the loop waited for rewards after sampling, ``time/reward_worker_s`` the worker's busy time."""
@@ -482,7 +520,7 @@ class GRPOTrainer:
         def decode_and_score(x0: torch.Tensor, cond: Any, chunk_prompts: list[str]) -> tuple:
             tic = time.perf_counter()
             with torch.no_grad():
-                artifacts = decode(self.policy, x0, cond)
+                artifacts = self.policy.decode(x0, cond)
             return *self.rewards(artifacts, chunk_prompts), time.perf_counter() - tic
 
         futures: list[Future] = []

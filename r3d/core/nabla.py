@@ -28,14 +28,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from r3d.core import distributed as dist
 from r3d.core.checkpoint import load_state
 from r3d.core.errors import R3DError
-from r3d.core.grpo import GRPOTrainer
-from r3d.core.kernels import predict_x0_eps
+from r3d.core.grpo import GRPOTrainer, StepLoss
 from r3d.core.losses import gaussian_kl
 from r3d.core.nabla_loss import nabla_loss, reward_score
 from r3d.core.rewards import RewardMix
+from r3d.core.rollout import Rollout, predict_x0, signal_level
 
 
 @runtime_checkable
@@ -97,6 +96,9 @@ class NablaTrainer(GRPOTrainer):
                 )
         self.view_gen = torch.Generator().manual_seed(recipe.run.seed + 2_000_003)
         self.reward_evals = 0
+        self._weights = torch.ones(0)  # per update: 1 for a sample in the loss, 0 for one dropped
+        self._steps: list[int] = []
+        self._previous: dict[tuple[int, int], torch.Tensor] | None = None
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -111,12 +113,6 @@ class NablaTrainer(GRPOTrainer):
         self.view_gen.set_state(state["view_gen"])
         self.reward_evals = int(state["reward_evals"])
 
-    # ----------------------------------------------------------------- rollout
-    def rollout(self, prompts: list[str], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        roll = super().rollout(prompts, *args, **kwargs)
-        roll["prompts"] = list(prompts)
-        return roll
-
     def _train_steps(self, has_density: torch.Tensor) -> list[int]:
         candidates = torch.nonzero(has_density).flatten()
         if candidates.numel() == 0:
@@ -124,26 +120,6 @@ class NablaTrainer(GRPOTrainer):
         return stratified_steps(candidates, self.cfg.train.timestep_fraction, self.train_gen)
 
     # ----------------------------------------------------------------- reward gradient
-    def predict_x0(self, point: int, x: torch.Tensor, cond: Any) -> torch.Tensor:
-        """The policy's clean-sample prediction x̂₀ at schedule point ``point`` (x itself at the end)."""
-        sched = self.schedule
-        if point == sched.num_steps:
-            return x
-        b = x.shape[0]
-        if sched.kind == "flow":
-            sigma = sched.points[point]
-            if float(sigma) == 0.0:
-                return x
-            return x - sigma * self.policy.velocity(x, sigma.expand(b), cond)
-        out = self.policy.predict(x, sched.timesteps[point].expand(b), cond)
-        alpha_bar = sched.points[point].to(x).reshape(1, *([1] * (x.ndim - 1)))
-        return predict_x0_eps(out, x, alpha_bar, self.policy.prediction_type)[0]
-
-    def signal_level(self, point: int) -> float:
-        """(1 − σ)² (flow) or ᾱ (DDPM) at schedule point ``point``: 1 at clean data."""
-        p = float(self.schedule.points[point])
-        return (1.0 - p) ** 2 if self.schedule.kind == "flow" else p
-
     def log_reward(self, x0: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """Σ_k w_k·R_k(x0) (B,), differentiable through the rewards' ``score_latents``."""
         nb = self.nabla
@@ -168,7 +144,7 @@ class NablaTrainer(GRPOTrainer):
         for sub in torch.arange(x.shape[0]).split(size):
             xs = x[sub].detach().requires_grad_(True)
             with torch.enable_grad():
-                x0 = self.predict_x0(point, xs, self.policy.select_cond(cond, sub))
+                x0 = predict_x0(self.policy, self.schedule, point, xs, self.policy.select_cond(cond, sub))
                 value = self.log_reward(x0, [prompts[int(i)] for i in sub])
                 (grad,) = torch.autograd.grad(value.sum(), xs)
             grads.append(grad)
@@ -186,72 +162,65 @@ class NablaTrainer(GRPOTrainer):
         return (self.rewards.last_total >= nb.reward_threshold).float()
 
     @torch.no_grad()
-    def _previous_means(self, roll: dict[str, Any], steps: list[int], chunks: list[torch.Tensor]) -> dict:
+    def _previous_means(self, roll: Rollout, steps: list[int]) -> dict[tuple[int, int], torch.Tensor]:
+        """The rollout policy's transition means, keyed by (first sample of the chunk, step)."""
         means = {}
-        for ci, idx in enumerate(chunks):
-            cond = self.policy.select_cond(roll["cond"], idx)
+        for idx in (i for chunks in self._updates(roll.latents.shape[0]) for i in chunks):
+            cond = self.policy.select_cond(roll.cond, idx)
             for step in steps:
-                out = self.replay(step, roll["latents"][idx, step], cond, roll["latents"][idx, step + 1])
-                means[ci, step] = out.mean
+                out = self.replay(step, roll.latents[idx, step], cond, roll.latents[idx, step + 1])
+                means[int(idx[0]), step] = out.mean
         return means
 
-    def update(self, roll: dict[str, Any], advantages: torch.Tensor, steps: list[int]) -> dict[str, float]:
-        t, nb = self.cfg.train, self.nabla
+    def update(self, roll: Rollout, advantages: torch.Tensor, steps: list[int]) -> dict[str, float]:
+        """GRPO's update loop with :meth:`step_loss` below; advantages are not used (only the rollout's
+        rewards, through ``nabla.apply_reward_threshold``)."""
         n = advantages.shape[0]
-        chunks = self._chunks(n)
-        keep = self._keep(n)
+        self._weights = self._keep(n)
+        self._steps = steps
         self.reward_evals += n * self.world  # the rollout's rewards
-        previous = self._previous_means(roll, steps, chunks) if nb.unet_reg_scale > 0 else None
-        sums: dict[str, float] = {}
-        count = 0
-        for epoch in range(t.inner_epochs):
-            order = (
-                range(len(chunks))
-                if epoch == 0
-                else torch.randperm(len(chunks), generator=self.train_gen).tolist()
-            )
-            for ci in order:
-                idx = chunks[ci]
-                cond = self.policy.select_cond(roll["cond"], idx)
-                prompts = [roll["prompts"][int(i)] for i in idx]
-                weight = keep[idx].to(roll["latents"].device)
-                self.optimizer.zero_grad(set_to_none=True)
-                for step in steps:
-                    x, x_next = roll["latents"][idx, step], roll["latents"][idx, step + 1]
-                    m: dict[str, torch.Tensor] = {}
-                    if nb.reward_scale > 0:
-                        grad, value = self.reward_gradient(step + 1, x_next, cond, prompts)
-                        signal = None
-                        if nb.alpha_adaptive:
-                            signal = torch.full((len(idx),), self.signal_level(step + 1), device=grad.device)
-                        clip = nb.reward_norm_value if nb.reward_norm_clip else None
-                        target, stats = reward_score(grad, nb.reward_scale, clip, signal)
-                        m["reward_pred"] = value.mean()
-                        m["reward_grad_norm"] = stats["norm"].mean()
-                        m["reward_clip_frac"] = stats["clipped"].mean()
-                    else:
-                        target = torch.zeros_like(x_next)
-                    with torch.no_grad(), self.peft.disable_adapter():
-                        ref = self.replay(step, x, cond, x_next)
-                    out = self.replay(step, x, cond, x_next)
-                    per_sample, residual_norm = nabla_loss(out.mean, ref.mean, out.std, target)
-                    m["nabla_loss"] = per_sample.detach().mean()
-                    m["score_residual_norm"] = residual_norm.mean()
-                    m["target_norm"] = target.flatten(1).norm(dim=1).mean()
-                    if previous is not None:
-                        prox = gaussian_kl(out.mean, previous[ci, step], out.std)
-                        per_sample = per_sample + nb.unet_reg_scale * prox
-                        m["proximal_kl"] = prox.detach().mean()
-                    loss = (per_sample * weight).sum() / weight.sum().clamp_min(1.0)
-                    (loss / len(steps)).backward()
-                    m["loss"] = loss.detach()
-                    for key, value_ in m.items():
-                        sums[key] = sums.get(key, 0.0) + float(value_)
-                    count += 1
-                self.optimizer_step(sums, len(steps))
-        metrics = {k: v / count for k, v in sums.items()}
-        metrics["kept_fraction"] = float(keep.mean())
-        metrics["train_steps"] = float(len(steps))
-        metrics = dist.average_scalars(metrics)
+        self._previous = self._previous_means(roll, steps) if self.nabla.unet_reg_scale > 0 else None
+        metrics = super().update(roll, advantages, steps)
         metrics["reward_evals"] = float(self.reward_evals)
         return metrics
+
+    def update_metrics(self) -> dict[str, float]:
+        return {"kept_fraction": float(self._weights.mean()), "train_steps": float(len(self._steps))}
+
+    def step_loss(
+        self, roll: Rollout, idx: torch.Tensor, cond: Any, step: int, advantages: torch.Tensor
+    ) -> StepLoss:
+        """The Nabla loss at ``step`` for the samples ``idx`` (see the module docstring), averaged over
+        the samples kept by ``nabla.apply_reward_threshold``."""
+        nb = self.nabla
+        prompts = [roll.prompts[int(i)] for i in idx]
+        weight = self._weights[idx].to(roll.latents.device)
+        x, x_next = roll.latents[idx, step], roll.latents[idx, step + 1]
+        m: dict[str, torch.Tensor] = {}
+        if nb.reward_scale > 0:
+            grad, value = self.reward_gradient(step + 1, x_next, cond, prompts)
+            signal = None
+            if nb.alpha_adaptive:
+                level = signal_level(self.schedule, step + 1)
+                signal = torch.full((len(idx),), level, device=grad.device)
+            clip = nb.reward_norm_value if nb.reward_norm_clip else None
+            target, stats = reward_score(grad, nb.reward_scale, clip, signal)
+            m["reward_pred"] = value.mean()
+            m["reward_grad_norm"] = stats["norm"].mean()
+            m["reward_clip_frac"] = stats["clipped"].mean()
+        else:
+            target = torch.zeros_like(x_next)
+        with torch.no_grad(), self.peft.disable_adapter():
+            ref = self.replay(step, x, cond, x_next)
+        out = self.replay(step, x, cond, x_next)
+        per_sample, residual_norm = nabla_loss(out.mean, ref.mean, out.std, target)
+        m["nabla_loss"] = per_sample.detach().mean()
+        m["score_residual_norm"] = residual_norm.mean()
+        m["target_norm"] = target.flatten(1).norm(dim=1).mean()
+        if self._previous is not None:
+            prox = gaussian_kl(out.mean, self._previous[int(idx[0]), step], out.std)
+            per_sample = per_sample + nb.unet_reg_scale * prox
+            m["proximal_kl"] = prox.detach().mean()
+        loss = (per_sample * weight).sum() / weight.sum().clamp_min(1.0)
+        m["loss"] = loss.detach()
+        return StepLoss(loss, m, out)

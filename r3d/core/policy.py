@@ -7,10 +7,15 @@ convention at its boundary; nothing else in r3d knows about it.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from r3d.core.errors import R3DError
 
 
 @runtime_checkable
@@ -79,6 +84,121 @@ class DiffusionPolicy(Protocol):
     def decode(self, x: torch.Tensor, cond: Any = None) -> list[Any]: ...
 
     def select_cond(self, cond: Any, index: torch.Tensor) -> Any: ...
+
+
+Policy = FlowPolicy | DiffusionPolicy
+
+
+def policy_kind(policy: Any) -> Literal["flow", "ddpm"]:
+    """Which protocol ``policy`` implements — the one place r3d tells flow from DDPM models.
+
+    A policy with ``velocity`` is a flow policy, otherwise a DDPM-family one; an object that fully
+    implements neither is a one-line R3DError naming the members it lacks.
+    """
+    kind, protocol = ("flow", FlowPolicy) if hasattr(policy, "velocity") else ("ddpm", DiffusionPolicy)
+    if not isinstance(policy, protocol):
+        missing = [m for m in _members(protocol) if not hasattr(policy, m)]
+        raise R3DError(
+            f"{type(policy).__name__} is not a policy: as a {protocol.__name__} it lacks {', '.join(missing)} "
+            "(see docs/adapters.md)"
+        )
+    return kind  # type: ignore[return-value]
+
+
+def _members(protocol: type) -> list[str]:
+    names = set(getattr(protocol, "__annotations__", {})) | {
+        n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")
+    }
+    return sorted(names)
+
+
+# ----------------------------------------------------------------------------- optional hooks
+# Each optional member of an adapter is one small protocol; consumers test ``isinstance(obj, Hook)``
+# (never a string lookup), so the hook's name and signature are written here once.
+
+
+@runtime_checkable
+class SavesPreview(Protocol):
+    """Policy hook: draw evaluation samples that are not meshes (meshes get a CPU-rendered sheet).
+
+    Used by the trainer's evaluation (``samples_<tag>.png``) and ``r3d sample``; absent: no preview.
+    """
+
+    def save_preview(self, artifacts: list[Any], labels: list[str], path: Path) -> Path | None: ...
+
+
+@runtime_checkable
+class HasExampleCond(Protocol):
+    """Policy hook: conditions for ``batch`` samples without real inputs (e.g. condition images are
+    missing, or a meta-device build). Used by the dry run when ``encode_prompts`` raises R3DError;
+    absent: the dry run reports the prompt error."""
+
+    def example_cond(self, batch: int) -> Any: ...
+
+
+@runtime_checkable
+class DecodesField(Protocol):
+    """Policy hook: differentiable SDF grids (B, R, R, R) over [−1, 1]³ from clean latents x0 (B, ...).
+    Used by the render-based rewards' ``score_latents`` (Nabla); absent: those rewards cannot
+    differentiate through the policy (a one-line error) unless it has :class:`RendersLatents`."""
+
+    def decode_field(self, x0: torch.Tensor, resolution: int) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class RendersLatents(Protocol):
+    """Policy hook: differentiable views of clean latents x0 (B, ...) for ``cameras``
+    (``r3d.render.cameras.Cameras`` → ``r3d.render.views.Views``); preferred over
+    :class:`DecodesField` by the render-based rewards."""
+
+    def render_latents(self, x0: torch.Tensor, cameras: Any) -> Any: ...
+
+
+@runtime_checkable
+class CheckpointedNetwork(Protocol):
+    """Hook of ``policy.network``: a network that implements gradient checkpointing itself. The dry
+    run adds the recomputation of the largest unit to its memory estimate when the flag is on."""
+
+    gradient_checkpointing: bool
+
+    def checkpoint_units(self) -> list[nn.Module]: ...
+
+
+@dataclass(frozen=True)
+class FactoryHooks:
+    """What a policy (or reward / gold) factory offers besides building, declared with :func:`declare_hooks`.
+
+    missing_weights(**options) → list[str]: one message per missing weight set, naming the
+        ``r3d fetch-weights`` command, checked without loading anything (dry run); default: the
+        dry run tries the build and reports its error.
+    save_merged(policy, folder, options, dtype) → Path: write ``policy.network`` (after peft's
+        ``merge_and_unload``) as the backend's own weight files (``r3d export --merge``); default:
+        ``--merge`` is a one-line error.
+    weights_option: the factory option that loads ``save_merged``'s output (``r3d sample
+        --model-weights``); default: that flag is a one-line error.
+    validate_prompt(prompt) → None: raise R3DError for a prompt the model cannot use, without
+        loading weights (``r3d grpo`` checks every distinct prompt, naming file and line); default:
+        prompts are first checked when ``encode_prompts`` sees them.
+    """
+
+    missing_weights: Callable[..., list[str]] | None = None
+    save_merged: Callable[[Any, Path, dict[str, Any], torch.dtype | None], Path] | None = None
+    weights_option: str | None = None
+    validate_prompt: Callable[[str], None] | None = None
+
+
+_NO_HOOKS = FactoryHooks()
+
+
+def declare_hooks(factory: Callable[..., Any], **hooks: Any) -> None:
+    """Attach :class:`FactoryHooks` to ``factory`` (a misspelt hook name is a TypeError here)."""
+    factory.r3d_hooks = FactoryHooks(**{**vars(factory_hooks(factory)), **hooks})  # type: ignore[attr-defined]
+
+
+def factory_hooks(factory: Any) -> FactoryHooks:
+    """The hooks declared on ``factory`` (all defaults when none were)."""
+    hooks = getattr(factory, "r3d_hooks", _NO_HOOKS)
+    return hooks if isinstance(hooks, FactoryHooks) else _NO_HOOKS
 
 
 def ddim_scheduler_schedule(scheduler: Any, num_steps: int) -> tuple[torch.Tensor, torch.Tensor]:

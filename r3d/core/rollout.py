@@ -2,12 +2,14 @@
 
 Supports flow policies (``FlowPolicy``: canonical velocity, kernels flow_sde / flow_cps /
 dance_sde / ode) and DDPM-family policies (``DiffusionPolicy``: ε / x₀ / v prediction, DDIM with η).
+This module is the one place that dispatches on the kind of model: :func:`network_output` runs the
+network, :func:`transition` takes a step, :func:`predict_x0` gives the clean-sample prediction.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -20,7 +22,9 @@ from r3d.core.kernels import (
     flow_cps_step,
     flow_sde_step,
     ode_step,
+    predict_x0_eps,
 )
+from r3d.core.policy import Policy, policy_kind
 
 
 @dataclass
@@ -32,7 +36,7 @@ class Schedule:
     and ``timesteps`` (T,) are the model's integer timesteps.
     """
 
-    kind: str
+    kind: Literal["flow", "ddpm"]
     points: torch.Tensor
     timesteps: torch.Tensor | None = None
 
@@ -45,8 +49,9 @@ class Schedule:
         return self.points[1:] != self.points[:-1]
 
 
-def make_schedule(policy: Any, num_steps: int) -> Schedule:
-    if hasattr(policy, "velocity"):
+def make_schedule(policy: Policy, num_steps: int) -> Schedule:
+    """The policy's discretisation for ``num_steps`` steps (its kind decided by :func:`policy_kind`)."""
+    if policy_kind(policy) == "flow":
         return Schedule("flow", policy.sigmas(num_steps).float())
     timesteps, alpha_bar = policy.schedule(num_steps)
     alpha_bar = alpha_bar.float()
@@ -70,6 +75,33 @@ def check_kernel(schedule: Schedule, kernel: str, policy_name: str = "the policy
         )
 
 
+def network_output(policy: Any, schedule: Schedule, point: int, x: torch.Tensor, cond: Any) -> torch.Tensor:
+    """The network's output at schedule point ``point`` for x (B, ...): the canonical velocity of a
+    flow policy, the ``prediction_type`` output of a DDPM one (CFG applied inside either way)."""
+    b = x.shape[0]
+    if schedule.kind == "flow":
+        return policy.velocity(x, schedule.points[point].expand(b), cond)
+    return policy.predict(x, schedule.timesteps[point].expand(b), cond)
+
+
+def predict_x0(policy: Any, schedule: Schedule, point: int, x: torch.Tensor, cond: Any) -> torch.Tensor:
+    """The policy's clean-sample prediction x̂₀ (B, ...) from x at schedule point ``point``: x − σ·v
+    (flow), the DDPM parameterisation's x̂₀ (DDPM); x itself at the last point or at σ = 0."""
+    if point == schedule.num_steps or (schedule.kind == "flow" and float(schedule.points[point]) == 0.0):
+        return x
+    out = network_output(policy, schedule, point, x, cond)
+    if schedule.kind == "flow":
+        return x - schedule.points[point] * out
+    alpha_bar = schedule.points[point].to(x).reshape(1, *([1] * (x.ndim - 1)))
+    return predict_x0_eps(out, x, alpha_bar, policy.prediction_type)[0]
+
+
+def signal_level(schedule: Schedule, point: int) -> float:
+    """The signal fraction at schedule point ``point``: (1 − σ)² (flow) or ᾱ (DDPM); 1 at clean data."""
+    p = float(schedule.points[point])
+    return (1.0 - p) ** 2 if schedule.kind == "flow" else p
+
+
 def transition(
     policy: Any,
     schedule: Schedule,
@@ -88,10 +120,11 @@ def transition(
     η = ``noise_level``; a ``likelihood_mask`` of the policy restricts the log-prob mean.
     """
     b = x.shape[0]
+    out = network_output(policy, schedule, step, x, cond)
     if schedule.kind == "flow":
         s = schedule.points[step].expand(b)
         s_next = schedule.points[step + 1].expand(b)
-        v = policy.velocity(x, s, cond)
+        v = out
         if kernel == "ode":
             return ode_step(v, x, s, s_next)
         common = {"prev_sample": prev_sample, "generator": generator}
@@ -104,8 +137,6 @@ def transition(
         raise ValueError(f"kernel {kernel!r} does not apply to a flow model")
     if kernel not in ("ode", *DDPM_KERNELS):
         raise ValueError(f"kernel {kernel!r} does not apply to a DDPM model")
-    t = schedule.timesteps[step].expand(b)
-    out = policy.predict(x, t, cond)
     eta = 0.0 if kernel == "ode" else noise_level
     mask = policy.likelihood_mask(cond)
     step_out = ddim_step(
@@ -124,11 +155,6 @@ def transition(
         dims = tuple(range(1, mask.ndim))
         step_out.log_prob = (step_out.log_prob * mask).sum(dims) / mask.sum(dims).clamp(min=1)
     return step_out
-
-
-def decode(policy: Any, x: torch.Tensor, cond: Any) -> list[Any]:
-    """``policy.decode(x, cond)``: final latents → artifacts (the contract's decode takes the conditions)."""
-    return policy.decode(x, cond)
 
 
 @dataclass
@@ -174,3 +200,24 @@ def sample(
         log_probs[:, i] = out.log_prob
         has_density[i] = bool(sde_steps[i]) and bool(schedule.moving()[i]) and bool((out.std > 0).all())
     return Trajectory(torch.stack(latents, dim=1), log_probs, has_density)
+
+
+@dataclass
+class Rollout:
+    """What the trainer keeps of a batch of B sampled trajectories, from the rollout to the update.
+
+    prompts: the B prompts (a prompt repeated ``group_size`` times is B entries); cond: their
+    conditions as ``encode_prompts`` made them (opaque, indexed with ``select_cond``); latents,
+    log_probs, has_density: as in :class:`Trajectory`, the chunks concatenated.
+    """
+
+    prompts: list[str]
+    cond: Any
+    latents: torch.Tensor
+    log_probs: torch.Tensor
+    has_density: torch.Tensor
+
+    @property
+    def final(self) -> torch.Tensor:
+        """The clean latents (B, ...) at the end of the schedule."""
+        return self.latents[:, -1]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from r3d.core.errors import R3DError
+from r3d.core.policy import declare_hooks
 from r3d.rewards.render2d import _CLIP_MEAN, _CLIP_STD, RenderReward, shade
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -112,3 +113,6 @@ class ClipViewsGold:
             cos = (emb * target[:, None]).sum(-1).cpu()
             mean[keep], worst[keep] = cos.mean(1), cos.min(1).values
         return {self.name: mean, "min_view": worst}
+
+
+declare_hooks(ClipViewsGold, missing_weights=ClipViewsGold.missing_weights)

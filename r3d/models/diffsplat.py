@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from r3d.core.errors import R3DError
+from r3d.core.policy import declare_hooks
 from r3d.render.cameras import Cameras, orbit, orbit_views
 from r3d.render.splat import GaussianCloud, Gaussians, render_gaussians
 from r3d.render.views import Views
@@ -516,5 +517,4 @@ def save_merged_diffsplat(
 
 
 for _loader in (load_diffsplat, load_tiny_diffsplat):
-    _loader.save_merged = save_merged_diffsplat  # type: ignore[attr-defined]  # r3d.export hook
-    _loader.weights_option = "transformer"  # type: ignore[attr-defined]  # r3d sample --model-weights
+    declare_hooks(_loader, save_merged=save_merged_diffsplat, weights_option="transformer")

@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from r3d.core.checkpoint import load_strict
 from r3d.core.device import resolve_device
 from r3d.core.errors import R3DError
+from r3d.core.policy import declare_hooks
 from r3d.models.hunyuan3d_dit import DiTConfig, HunyuanDiT
 from r3d.models.hunyuan3d_keys import map_dino_keys
 from r3d.models.hunyuan3d_vae import ShapeVAEDecoder, VAEConfig, logits_to_mesh, volume_logits
@@ -592,7 +593,7 @@ def load_hunyuan3d_policy(
     )
 
 
-load_hunyuan3d_policy.missing_weights = missing_weights  # type: ignore[attr-defined]  # dry-run hook
+declare_hooks(load_hunyuan3d_policy, missing_weights=missing_weights)
 
 
 # ----------------------------------------------------------------------------- r3d export --merge
@@ -649,5 +650,4 @@ def save_merged_hunyuan3d(
     return Path(folder)
 
 
-load_hunyuan3d_policy.save_merged = save_merged_hunyuan3d  # type: ignore[attr-defined]  # r3d.export hook
-load_hunyuan3d_policy.weights_option = "model_dir"  # type: ignore[attr-defined]  # sample --model-weights
+declare_hooks(load_hunyuan3d_policy, save_merged=save_merged_hunyuan3d, weights_option="model_dir")

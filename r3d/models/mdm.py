@@ -33,6 +33,7 @@ from torch import nn
 
 from r3d.core.errors import R3DError
 from r3d.core.io import atomic_write
+from r3d.core.policy import declare_hooks
 from r3d.motion.artifacts import Motion
 from r3d.motion.representation import FEATURE_DIM
 
@@ -642,7 +643,5 @@ def save_merged_mdm(
     return out
 
 
-load_tiny_motion.save_merged = save_merged_tiny_motion  # type: ignore[attr-defined]  # r3d.export hook
-load_tiny_motion.weights_option = "path"  # type: ignore[attr-defined]  # r3d sample --model-weights
-load_mdm_policy.save_merged = save_merged_mdm  # type: ignore[attr-defined]  # r3d.export hook
-load_mdm_policy.weights_option = "path"  # type: ignore[attr-defined]  # r3d sample --model-weights
+declare_hooks(load_tiny_motion, save_merged=save_merged_tiny_motion, weights_option="path")
+declare_hooks(load_mdm_policy, save_merged=save_merged_mdm, weights_option="path")

@@ -32,6 +32,7 @@ from torch import nn
 
 from r3d.core.errors import R3DError
 from r3d.core.io import read_safetensors
+from r3d.core.policy import declare_hooks
 from r3d.mesh.shapes import CLASSES, grid_coords, grid_to_mesh, parse_prompt
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "tiny_shapes.safetensors"
@@ -287,5 +288,9 @@ def save_merged_tiny_shapes(
     return path
 
 
-load_tiny_shapes.save_merged = save_merged_tiny_shapes  # type: ignore[attr-defined]  # r3d.export hook
-load_tiny_shapes.weights_option = "weights"  # type: ignore[attr-defined]  # r3d sample --model-weights
+declare_hooks(
+    load_tiny_shapes,
+    save_merged=save_merged_tiny_shapes,
+    weights_option="weights",
+    validate_prompt=validate_prompt,
+)

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from r3d.core.errors import R3DError
+from r3d.core.policy import DecodesField, RendersLatents
 from r3d.render.cameras import Cameras, orbit_views
 from r3d.render.field import render_field
 from r3d.render.views import Views, render_meshes, safe_normalize
@@ -54,9 +55,8 @@ def decode_field(policy: Any, x0: torch.Tensor, resolution: int) -> torch.Tensor
 
     Uses the policy's ``decode_field(x0, resolution)`` hook (see docs/adapters.md).
     """
-    hook = getattr(policy, "decode_field", None)
-    if hook is not None:
-        return hook(x0, resolution)
+    if isinstance(policy, DecodesField):
+        return policy.decode_field(x0, resolution)
     raise R3DError(
         f"policy {type(policy).__name__} has no differentiable decode (decode_field or render_latents); "
         "a render-based reward cannot be differentiated through it"
@@ -140,9 +140,8 @@ class RenderReward:
 
     def render_latents(self, policy: Any, x0: torch.Tensor, cameras: Cameras) -> Views:
         """Differentiable views of clean latents ``x0`` (B, ...) through the policy's decode."""
-        hook = getattr(policy, "render_latents", None)
-        if hook is not None:
-            return hook(x0, cameras)
+        if isinstance(policy, RendersLatents):
+            return policy.render_latents(x0, cameras)
         grid = decode_field(policy, x0, self.resolution)
         return render_field(grid, cameras, samples=self.samples, tau=self.tau)
 

@@ -44,6 +44,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from r3d.core.errors import R3DError
+from r3d.core.policy import declare_hooks
 from r3d.rewards.semantic import mesh_points
 
 #: EVA trunk width → attention heads (not recoverable from the weights): Uni3D-g/l/b/s/ti.
@@ -654,3 +655,6 @@ class Uni3DReward:
         emb, valid = self.embed(artifacts)
         cos = (emb * self.targets(prompts)).sum(-1) if valid.any() else torch.zeros(len(artifacts))
         return {self.name: torch.where(valid, cos, torch.full_like(cos, -1.0))}
+
+
+declare_hooks(Uni3DReward, missing_weights=Uni3DReward.missing_weights)

@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RECIPE, ROOT, caption, md_table, ratio, timed, write_result  # noqa: E402
+from r3d.commands.runner import make_trainer  # noqa: E402
 from r3d.core.config import GRPORecipe  # noqa: E402
 from r3d.core.recipe import load_recipe  # noqa: E402
-from r3d.runner import make_trainer  # noqa: E402
 
 PHASES = ("sample_s", "decode_s", "reward_s", "train_s")
 

@@ -41,9 +41,9 @@ SCORE_REWARDS = ("geometry", "normal", "semantic")
 
 
 def _probe_grpo(recipe: Path, meshes: Path) -> tuple[float, str]:
+    from r3d.commands.runner import make_trainer
     from r3d.core.config import GRPORecipe
     from r3d.core.recipe import load_recipe
-    from r3d.runner import make_trainer
 
     cfg = load_recipe(recipe, GRPORecipe, ["eval.every=0"])
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,10 +38,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from r3d.commands.runner import make_trainer  # noqa: E402
 from r3d.core.config import GRPORecipe  # noqa: E402
 from r3d.core.io import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
 from r3d.core.recipe import load_recipe  # noqa: E402
-from r3d.runner import make_trainer  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -267,14 +267,14 @@ def verdict(result: dict[str, Any]) -> str:
     )
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any], title: bool = True) -> str:
+    """The report of ``result``; ``title=False`` leaves out the heading, command and plot (for run_all)."""
     budget, fraction = result["budget"], result["efficiency"]["fraction"]
     eff = result["efficiency"]["seeds"]
+    sub = "##" if title else "###"
+    head = ["# Nabla vs Flow-GRPO (tiny-shapes, silhouette reward)", "", f"`{result['command']}`", ""]
     lines = [
-        "# Nabla vs Flow-GRPO (tiny-shapes, silhouette reward)",
-        "",
-        f"`{result['command']}`",
-        "",
+        *(head if title else []),
         f"Machine: {result['machine']}. Budget: {budget} reward evaluations per algorithm and seed; seeds "
         f"{', '.join(str(s) for s in result['seeds'])}. Held-out reward every ≈{result['eval_every_evals']} "
         "evaluations (32 fixed-noise samples, ODE sampler, meshes ray-cast).",
@@ -284,14 +284,14 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"**{verdict(result)}**",
         "",
-        "## Mean ± std over seeds",
+        f"{sub} Mean ± std over seeds",
         "",
         "| algorithm | seeds | evals to target | final reward | best reward | mean, last 25 % of budget "
         "| occupancy IoU to base | semantic p(class) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *summary_rows(result),
         "",
-        "## Per seed",
+        f"{sub} Per seed",
         "",
         "| seed | algorithm | iterations | evals/iter | start → final | best | target | evals to target "
         "| occupancy IoU to base | latent RMS to base | semantic p(class) tuned / base | train s |",
@@ -307,8 +307,56 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r.get('occupancy_iou_to_base', float('nan')):.3f} | {r['latent_rms_to_base']:.3f} | {sem} | "
             f"{r['seconds']:.0f} |"
         )
-    lines += ["", "![held-out reward vs reward evaluations](nabla_vs_grpo.png)", ""]
+    if title:
+        lines += ["", "![held-out reward vs reward evaluations](nabla_vs_grpo.png)", ""]
     return "\n".join(lines)
+
+
+PUBLISHED_GRPO_SETS = ("train.lr=1e-3", "train.timestep_fraction=1.0")  # the README's Flow-GRPO settings
+
+
+def measure(
+    recipe: str | Path = ROOT / "recipes" / "nabla_tiny.yaml",
+    budget: int = 2560,
+    seeds: list[int] | tuple[int, ...] = (0,),
+    fraction: float = 0.9,
+    eval_every_evals: int = 160,
+    overrides: list[str] | tuple[str, ...] = (),
+    grpo: list[str] | tuple[str, ...] = PUBLISHED_GRPO_SETS,
+    nabla: list[str] | tuple[str, ...] = (),
+    command: str = "",
+    on_seed: Any = None,
+) -> dict[str, Any]:
+    """Both algorithms on every seed; the result dict :func:`markdown` renders. ``on_seed(runs)`` is
+    called after each seed (to save partial results)."""
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            for algo, extra in (("nabla", nabla), ("grpo", grpo)):
+                sets = [*overrides, f"run.seed={seed}", f"train.algorithm={algo}", *extra]
+                cfg = load_recipe(recipe, GRPORecipe, sets)
+                runs.append(run(cfg, budget, Path(tmp) / f"{algo}-{seed}", eval_every_evals))
+                r = runs[-1]
+                print(f"seed {seed} {algo}: held-out reward {r['start']:.4f} → {r['end']:.4f}", flush=True)
+            if on_seed is not None:
+                on_seed(runs)
+    return result_of(runs, budget, fraction, eval_every_evals, command)
+
+
+def result_of(
+    runs: list[dict[str, Any]], budget: int, fraction: float, eval_every_evals: int, command: str
+) -> dict[str, Any]:
+    result = {
+        "command": command,
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+        "budget": budget,
+        "seeds": sorted({r["seed"] for r in runs}),
+        "eval_every_evals": eval_every_evals,
+        "runs": runs,
+        "efficiency": efficiency(runs, fraction),
+    }
+    result["verdict"] = verdict(result)
+    return result
 
 
 def main() -> None:
@@ -319,43 +367,46 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.9, help="fraction of the best gain to reach")
     parser.add_argument("--eval-every-evals", type=int, default=160, help="held-out grid, reward evaluations")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="both runs")
-    parser.add_argument("--grpo-set", dest="grpo", action="append", default=[], help="Flow-GRPO run only")
+    parser.add_argument(
+        "--grpo-set",
+        dest="grpo",
+        action="append",
+        default=None,
+        help=f"Flow-GRPO run only (default: {' '.join(PUBLISHED_GRPO_SETS)})",
+    )
     parser.add_argument("--nabla-set", dest="nabla", action="append", default=[], help="Nabla run only")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    command = "python benchmarks/bench_nabla_vs_grpo.py " + " ".join(sys.argv[1:])
-    runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            for algo, extra in (("nabla", args.nabla), ("grpo", args.grpo)):
-                sets = [*args.overrides, f"run.seed={seed}", f"train.algorithm={algo}", *extra]
-                cfg = load_recipe(args.recipe, GRPORecipe, sets)
-                runs.append(run(cfg, args.budget, Path(tmp) / f"{algo}-{seed}", args.eval_every_evals))
-                r = runs[-1]
-                print(f"seed {seed} {algo}: held-out reward {r['start']:.4f} → {r['end']:.4f}", flush=True)
-            # written after each seed, so a run cut short keeps the seeds it finished
-            report = write_results(args, command.strip(), runs)
-    print(report)
+    command = ("python benchmarks/bench_nabla_vs_grpo.py " + " ".join(sys.argv[1:])).strip()
+    grpo = PUBLISHED_GRPO_SETS if args.grpo is None else args.grpo
+
+    def save(runs: list[dict[str, Any]]) -> None:  # after each seed: a run cut short keeps the seeds done
+        write_results(args.out, result_of(runs, args.budget, args.fraction, args.eval_every_evals, command))
+
+    result = measure(
+        args.recipe,
+        args.budget,
+        args.seeds,
+        args.fraction,
+        args.eval_every_evals,
+        args.overrides,
+        grpo,
+        args.nabla,
+        command,
+        on_seed=save,
+    )
+    print(markdown(result))
 
 
-def write_results(args: argparse.Namespace, command: str, runs: list[dict[str, Any]]) -> str:
-    """Write the JSON, markdown and plot of the seeds done so far; returns the markdown."""
-    result = {
-        "command": command,
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
-        "budget": args.budget,
-        "seeds": sorted({r["seed"] for r in runs}),
-        "eval_every_evals": args.eval_every_evals,
-        "runs": runs,
-        "efficiency": efficiency(runs, args.fraction),
-    }
-    result["verdict"] = verdict(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "nabla_vs_grpo.json", result)
+def write_results(out: Path, result: dict[str, Any]) -> str:
+    """Write the JSON, markdown and plot of ``result``; returns the markdown."""
+    runs = result["runs"]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "nabla_vs_grpo.json", result)
     text = markdown(result)
-    atomic_write_text(args.out / "nabla_vs_grpo.md", text)
+    atomic_write_text(out / "nabla_vs_grpo.md", text)
     targets = {s: e["target"] for s, e in result["efficiency"]["seeds"].items()}
-    plot(runs, args.out / "nabla_vs_grpo.png", targets)
+    plot(runs, out / "nabla_vs_grpo.png", targets)
     return text
 
 

@@ -23,12 +23,12 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.common import machine_line, md_table  # noqa: E402
+from r3d.commands.runner import build_gold_set, build_rewards, policy_options, trainer_class  # noqa: E402
 from r3d.core.checkpoint import load_adapter_weights, load_state, resolve_checkpoint  # noqa: E402
 from r3d.core.config import GRPORecipe  # noqa: E402
 from r3d.core.io import atomic_write_json  # noqa: E402
 from r3d.core.recipe import read_yaml, validate  # noqa: E402
 from r3d.core.registry import build_policy  # noqa: E402
-from r3d.runner import build_gold_set, build_rewards, policy_options, trainer_class  # noqa: E402
 
 
 def evaluate_run(run: Path, checkpoint: str = "checkpoint", gold: list[str] | None = None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Run r3d's whole benchmark suite and write one markdown report (default benchmarks/results.md).
 
     python benchmarks/run_all.py [--quick] [--out benchmarks/results.md] [--open3d-python PATH]
-                                 [--meshes DIR] [--only grpo,scaling,voxelize,score,memory,server]
+                                 [--meshes DIR] [--only grpo,scaling,voxelize,score,memory,server,nabla]
 
 Sections (each a function of the bench_*.py scripts next to this file):
   grpo      GRPO iteration time split (sample / decode / reward / train) and loop vs bare passes
@@ -11,6 +11,9 @@ Sections (each a function of the bench_*.py scripts next to this file):
   memory    peak RSS of a GRPO iteration, voxelising the largest mesh and scoring, one process each
   server    reward server: throughput, p50/p95 latency, answers at 1/50/200 raw clients, ± 20 slow
             clients, and its peak memory for the largest body it accepts (loopback)
+  nabla     sample efficiency: reward evaluations Nabla and Flow-GRPO need to reach 90 % of the best
+            held-out gain on recipes/nabla_tiny.yaml (full: 3 seeds × 2 560 evaluations, ≈ 25 min;
+            --quick: 1 seed × 320)
 The machine (CPU model, cores, torch version, threads) is collected once, printed in the report's
 header and in the caption of every table; every table has a ratio column (×). Timings are medians of
 repeated runs with one torch thread unless a table says otherwise; ``--quick`` uses fewer repeats and
@@ -44,6 +47,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from benchmarks import (  # noqa: E402
     bench_grpo,
     bench_memory,
+    bench_nabla_vs_grpo,
     bench_scaling,
     bench_score,
     bench_server,
@@ -78,6 +82,14 @@ class Settings:
     @property
     def repeat(self) -> int:
         return 1 if self.quick else 5
+
+    @property
+    def nabla_budget(self) -> int:
+        return 320 if self.quick else 2560
+
+    @property
+    def nabla_seeds(self) -> tuple[int, ...]:
+        return (0,) if self.quick else (0, 1, 2)
 
     @property
     def voxelize_meshes(self) -> int:
@@ -159,6 +171,20 @@ SECTIONS: tuple[Section, ...] = (
         "exactly its size limit (--quick: 32 MiB, full: the default 256 MiB).",
         lambda s, note: bench_server.measure(s.quick, on_run=note),
         bench_server.markdown,
+    ),
+    Section(
+        "nabla",
+        "Sample efficiency: Nabla vs Flow-GRPO",
+        "Reward evaluations each algorithm needs before its held-out reward reaches start + 0.9·(best − "
+        "start), best being the highest held-out reward either reached in that seed (`recipes/nabla_tiny.yaml`,"
+        " silhouette reward, same budget; Flow-GRPO with the README's settings), with the final and best "
+        "reward and prior preservation. Ratio column: GRPO / Nabla evaluations (≥: GRPO never reached it).",
+        lambda s, note: bench_nabla_vs_grpo.measure(
+            budget=s.nabla_budget,
+            seeds=s.nabla_seeds,
+            command=f"bench_nabla_vs_grpo.measure(budget={s.nabla_budget}, seeds={list(s.nabla_seeds)})",
+        ),
+        lambda result, info: bench_nabla_vs_grpo.markdown(result, title=False).splitlines(),
     ),
 )
 SECTION_KEYS = tuple(s.key for s in SECTIONS)

@@ -95,9 +95,9 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 def tiny_mesh_trainer(tmp_path, name, **train):
+    from r3d.commands.runner import build_rewards
     from r3d.core.recipe import load_recipe
     from r3d.models.tiny_shapes import load_tiny_shapes
-    from r3d.runner import build_rewards
 
     sets = [f"train.{k}={v}" for k, v in train.items()]
     cfg = load_recipe(TINY_MESH, GRPORecipe, [*sets, "sampler.num_steps=4"])

@@ -163,7 +163,7 @@ def test_option_objects_are_keyword_only_and_default_like_the_cli():
     import inspect
 
     from r3d.cli.eval_motion import eval_motion
-    from r3d.motion.evaluate import (
+    from r3d.commands.eval_motion import (
         MeasureOptions,
         ModelOptions,
         ProtocolOptions,

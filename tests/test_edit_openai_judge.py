@@ -20,9 +20,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from r3d.edit import BenchEditConfig, load_dataset, run_bench
+from r3d.commands.bench_edit import RECORDS, run_bench
+from r3d.edit import BenchEditConfig, load_dataset
 from r3d.edit.prompts import build_questions
-from r3d.edit.runner import RECORDS
 
 
 class FakeJudgeServer:

@@ -16,11 +16,11 @@ from test_cli_grpo import write_recipe
 from test_hunyuan3d import REAL_21, REFERENCE_DIGESTS, _digest, to_v4_names, write_image, write_model_dir
 
 from r3d.cli.main import main
+from r3d.commands.export import export_run, model_weights_options
 from r3d.core.checkpoint import load_state
 from r3d.core.errors import R3DError
 from r3d.core.grpo import attach_lora
 from r3d.core.policy import factory_hooks
-from r3d.export import export_run, model_weights_options
 from r3d.models.diffsplat import load_tiny_diffsplat
 from r3d.models.hunyuan3d import (
     VAE_ENCODER_PREFIXES,

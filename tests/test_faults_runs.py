@@ -18,6 +18,8 @@ from safetensors.torch import load_file, save_file
 from test_cli_grpo import write_recipe
 
 from r3d.cli.main import main
+from r3d.commands.bench_edit import _lock_output
+from r3d.commands.runner import load_adapter
 from r3d.core.checkpoint import (
     ADAPTER_FILE,
     load_adapter_weights,
@@ -28,8 +30,6 @@ from r3d.core.checkpoint import (
 from r3d.core.errors import R3DError
 from r3d.core.io import read_jsonl
 from r3d.core.lock import LOCK_FILE, FolderLock
-from r3d.edit.runner import _lock_output
-from r3d.runner import load_adapter
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -209,7 +209,7 @@ def test_bench_edit_folder_locks_let_distinct_shards_share_a_folder(tmp_path, ca
         [
             sys.executable,
             "-c",
-            "import sys, time; from r3d.edit.runner import _lock_output; from pathlib import Path; "
+            "import sys, time; from r3d.commands.bench_edit import _lock_output; from pathlib import Path; "
             "locks = _lock_output(Path(sys.argv[1]), (0, 2)); print('held', flush=True); time.sleep(120)",
             str(out),
         ],

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from r3d.commands.runner import build_gold_set, gold_names
 from r3d.core.config import GRPORecipe
 from r3d.core.errors import R3DError
 from r3d.core.gold import EvalContext, GoldSet
@@ -18,7 +19,6 @@ from r3d.core.rewards import RewardMix
 from r3d.gold.prior import PriorPreservationGold
 from r3d.gold.shapes import MeshSanityGold, ShapeFitGold, family_occupancy, fit_families, mesh_occupancy
 from r3d.mesh.shapes import CLASSES, Shape, grid_points, random_shape, shape_mesh
-from r3d.runner import build_gold_set, gold_names
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import trimesh
 
+from r3d.commands.runner import build_gold_set, finish_run, load_adapter, make_trainer
 from r3d.core.checkpoint import load_state
 from r3d.core.config import GRPORecipe
 from r3d.core.gold import OverOptimisationGuard, describe
@@ -17,7 +18,6 @@ from r3d.core.recipe import read_yaml, validate
 from r3d.core.registry import build_policy
 from r3d.core.rewards import RewardMix
 from r3d.gold.shapes import mesh_occupancy
-from r3d.runner import build_gold_set, finish_run, load_adapter, make_trainer
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -88,7 +88,7 @@ def test_guard_stops_a_run_that_hacks_a_volume_reward(tmp_path: Path) -> None:
     """Trained on volume alone, cones and pyramids bloat: the reward climbs while the analytic fit and
     the mesh sanity fall. The guard fires, the run stops early, summary.json says so, and the best-gold
     adapter (an earlier iteration) is a checkpoint that sample --adapter and export read."""
-    from r3d.export import export_run
+    from r3d.commands.export import export_run
 
     torch.set_num_threads(1)
     cfg = _hack_recipe(tmp_path)

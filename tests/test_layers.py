@@ -3,7 +3,7 @@
 core at the bottom; mesh and the chat client beside it; render, motion data and the HTML report blocks
 above; the backend packages (models, rewards, vqvae, edit) above those, none importing another, and the
 gold measures over them; the
-command layer (the library side of each command, and the asset-training programs) above them; the CLI
+command layer (r3d.commands: the library side of each command; and the asset-training programs) above them; the CLI
 on top. A module may import its own package and any lower layer, never a higher one.
 """
 
@@ -26,16 +26,13 @@ LAYERS = {
     "r3d.vqvae": 5,
     "r3d.edit": 5,
     "r3d.gold": 5.5,  # gold measures may reuse reward code (never the reverse)
-    "r3d.artifacts": 6,
-    "r3d.runner": 6,
-    "r3d.dry_run": 6,
-    "r3d.export": 6,
+    "r3d.commands": 6,
     "r3d.cli": 7,
     "r3d.__main__": 8,
 }
 COMMAND = 6
-# The library side of a command that lives beside its domain code; asset-training programs (train_*).
-COMMAND_MODULES = {"r3d.motion.evaluate"}
+# Asset-training programs (``python -m r3d.models.train_tiny_shapes`` …) live beside the model they train
+# but are programs: they may use the command layer's helpers.
 
 
 def module_name(path: Path) -> str:
@@ -49,7 +46,7 @@ def unit(module: str) -> str:
 
 def layer(module: str) -> int:
     asset_training = unit(module) != "r3d.cli" and module.rsplit(".", 1)[-1].startswith("train_")
-    if module in COMMAND_MODULES or asset_training:
+    if asset_training:
         return COMMAND
     return LAYERS[unit(module)]
 

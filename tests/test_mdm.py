@@ -178,7 +178,7 @@ def test_decode_crops_and_denormalises():
 
 
 def test_generate_is_seeded_and_uses_lengths():
-    from r3d.motion.evaluate import generate
+    from r3d.commands.eval_motion import generate
 
     pol = _policy()
     a = generate(pol, ["a man jumps", "someone waves"], n=2, seed=3, steps=4, lengths=[8, 10])

@@ -1,4 +1,4 @@
-"""Memory accounting (r3d.core.memory) and the dry run's estimate (r3d.dry_run.dry_run)."""
+"""Memory accounting (r3d.core.memory) and the dry run's estimate (r3d.commands.dry_run.dry_run)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 from test_hunyuan3d import images, model_dir, tiny_config  # noqa: F401  (fixtures)
 from torch import nn
 
+from r3d.commands.dry_run import dry_run
 from r3d.core.config import GRPORecipe
 from r3d.core.memory import (
     SavedTensorMeter,
@@ -17,7 +18,6 @@ from r3d.core.memory import (
     saved_peak,
     unit_peak,
 )
-from r3d.dry_run import dry_run
 from r3d.models.hunyuan3d import build_modules
 
 

@@ -126,7 +126,7 @@ def test_render_gif_and_strip(tmp_path):
 
 
 def test_humanml3d_reference_reader(tmp_path):
-    from r3d.motion.evaluate import humanml3d_reference
+    from r3d.commands.eval_motion import humanml3d_reference
 
     (tmp_path / "new_joint_vecs").mkdir()
     (tmp_path / "texts").mkdir()

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from r3d.commands.runner import make_trainer
 from r3d.core.config import GRPORecipe
 from r3d.core.errors import R3DError
 from r3d.core.recipe import load_recipe
@@ -16,7 +17,6 @@ from r3d.rewards.motion import (
     MotionRPrecisionReward,
     TMRCosineReward,
 )
-from r3d.runner import make_trainer
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 PROMPTS = ["someone jumps up twice", "a man waves his right hand"]

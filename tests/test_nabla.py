@@ -182,8 +182,8 @@ def test_recipes_validate_and_nabla_dispatches_to_the_nabla_trainer(tmp_path):
     """Both shipped nabla recipes validate; r3d grpo builds a NablaTrainer for train.algorithm nabla."""
     from pathlib import Path
 
+    from r3d.commands.runner import make_trainer
     from r3d.core.recipe import load_recipe
-    from r3d.runner import make_trainer
 
     root = Path(__file__).resolve().parents[1] / "recipes"
     gpu = load_recipe(root / "diffsplat_nabla_normal.yaml", GRPORecipe, [])

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import yaml
 
-import r3d.runner
+import r3d.commands.runner
 from r3d.cli.main import main
+from r3d.commands.runner import check_prompts, policy_options
 from r3d.core.config import GRPORecipe
 from r3d.core.errors import R3DError
 from r3d.core.prompts import read_prompts
-from r3d.runner import check_prompts, policy_options
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MESH = ROOT / "recipes" / "tiny_mesh.yaml"
@@ -75,7 +75,7 @@ def test_bad_line_in_a_3000_line_file_fails_before_any_model_loads(tmp_path, cap
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the prompts were checked")
 
-    monkeypatch.setattr(r3d.runner, "build_policy", no_model)
+    monkeypatch.setattr(r3d.commands.runner, "build_policy", no_model)
     prompts = big_file(tmp_path / "prompts.txt", bad_line=2718)
     err = error_of(
         ["grpo", str(TINY_MESH), "--out", str(tmp_path / "o"), "--set", f"prompts.train={prompts}"], capsys

@@ -103,8 +103,8 @@ def test_run_device_reaches_factories_that_take_a_device_unless_the_recipe_sets_
 def test_cuda_run_device_without_a_gpu_is_a_one_line_error(tmp_path):
     import torch
 
+    from r3d.commands.runner import make_trainer
     from r3d.core.config import GRPORecipe
-    from r3d.runner import make_trainer
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -117,8 +117,8 @@ def test_cuda_run_device_without_a_gpu_is_a_one_line_error(tmp_path):
 def test_two_rewards_of_one_type_under_their_own_labels():
     """`type:` makes the key a label: two `geometry` entries with other weights stay apart in the mix
     and in the logged components; an entry without `type` is its own type, as before."""
+    from r3d.commands.runner import build_rewards
     from r3d.core.config import GRPORecipe
-    from r3d.runner import build_rewards
 
     cfg = GRPORecipe.model_validate(
         {

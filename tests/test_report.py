@@ -14,14 +14,14 @@ import pytest
 import trimesh
 from PIL import Image
 
-from r3d.artifacts import save_samples, split_label
 from r3d.cli.main import main
+from r3d.commands.outputs import save_samples, split_label
+from r3d.commands.runner import evaluation_preview
 from r3d.core.errors import R3DError
 from r3d.edit.dataset import EditSample
 from r3d.motion.artifacts import Motion, save_motion_folder
 from r3d.report import blocks as blocks
 from r3d.report import line_chart, motion_cell, write_run_report
-from r3d.runner import evaluation_preview
 
 URL_ATTR = re.compile(r"""(?:src|href|action|poster)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
 

@@ -11,10 +11,10 @@ from diffusers import StableDiffusion3Pipeline
 from PIL import Image
 from sd3_flow_policy import make
 
+from r3d.commands.runner import make_trainer
 from r3d.core.config import GRPORecipe
 from r3d.core.recipe import load_recipe
 from r3d.core.rollout import make_schedule, sample
-from r3d.runner import make_trainer
 
 PROMPTS = ["a bright square", "a dark square"]
 

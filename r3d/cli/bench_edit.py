@@ -97,10 +97,11 @@ def bench_edit(
     r3d bench-edit --resume (continue the latest run in runs/bench-edit);
     r3d bench-edit --recipe recipes/bench_edit_qwen.yaml --data bench.jsonl --out runs/qie
     """
+    from r3d.commands.bench_edit import run_bench
     from r3d.core.errors import R3DError
     from r3d.core.recipe import load_recipe
     from r3d.core.run_dirs import latest_run_dir, new_run_dir
-    from r3d.edit import BenchEditConfig, run_bench
+    from r3d.edit import BenchEditConfig
     from r3d.edit.dataset import SAMPLE_DIR
 
     if out is None and (resume or judge_only or report_only):

@@ -99,8 +99,8 @@ def eval_motion(
     """
     import json
 
+    from r3d.commands.eval_motion import MeasureOptions, ModelOptions, ProtocolOptions, run_eval_motion
     from r3d.core.io import atomic_write_json
-    from r3d.motion.evaluate import MeasureOptions, ModelOptions, ProtocolOptions, run_eval_motion
 
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -142,7 +142,7 @@ def eval_motion(
     if out is not None:
         atomic_write_json(out, report)
     if html is not None:
-        from r3d.motion.evaluate import collect_report_samples
+        from r3d.commands.eval_motion import collect_report_samples
         from r3d.report.motion import write_motion_report
 
         options = {"stats_dir": stats_dir, "clip": clip, "guidance_scale": guidance, "device": device}

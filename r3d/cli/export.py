@@ -40,7 +40,7 @@ def export(
     Example: r3d export runs/tiny_mesh --out exported --merge
     then:    r3d sample -p 'a cube' --model-weights exported/merged/tiny_shapes.safetensors --out s/
     """
-    from r3d.export import export_run
+    from r3d.commands.export import export_run
 
     result = export_run(run_dir, out, merge=merge, ema=ema, dtype=dtype)
     console.print(f"adapter: {result['adapter']}")

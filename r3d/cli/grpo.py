@@ -57,7 +57,7 @@ def grpo(
 
     Example: r3d grpo recipes/tiny_mesh.yaml --set train.iterations=10
     """
-    from r3d.runner import check_device, finish_run, load_grpo, make_trainer
+    from r3d.commands.runner import check_device, finish_run, load_grpo, make_trainer
 
     cfg, run_dir = load_grpo(recipe, resume, overrides, out)
     if dry_run:
@@ -113,9 +113,9 @@ def grpo(
 
 def _dry_run(cfg: Any, run_dir: Path, source: str, as_json: bool) -> None:
     """Print the dry-run report (rich tables or JSON); exit 2 when it found problems."""
+    from r3d.commands.dry_run import dry_run
     from r3d.core.errors import R3DError
     from r3d.core.memory import device_key, format_bytes
-    from r3d.dry_run import dry_run
 
     with console.status("dry run: building the policy and rewards, one pipeline pass"):
         report = dry_run(cfg, run_dir, source)

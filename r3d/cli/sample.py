@@ -45,11 +45,11 @@ def sample(
     Example: r3d sample -p 'a cube' -p 'a torus' -n 8 --adapter runs/tiny_mesh --out samples/
     Merged:  r3d sample -p 'a cube' --model-weights exported/merged/tiny_shapes.safetensors --out samples/
     """
-    from r3d.runner import generate
+    from r3d.commands.runner import generate
 
     options = None
     if model_weights is not None:
-        from r3d.export import model_weights_options
+        from r3d.commands.export import model_weights_options
 
         options = model_weights_options(model, model_weights)
     rewards = [r.strip() for r in score.split(",") if r.strip()] if score else None

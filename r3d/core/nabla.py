@@ -24,7 +24,7 @@ rollout reward is below ``reward_threshold`` from the loss.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 
@@ -33,26 +33,8 @@ from r3d.core.errors import R3DError
 from r3d.core.grpo import GRPOTrainer, StepLoss
 from r3d.core.losses import gaussian_kl
 from r3d.core.nabla_loss import nabla_loss, reward_score
-from r3d.core.rewards import RewardMix
+from r3d.core.rewards import LatentReward, RewardMix
 from r3d.core.rollout import Rollout, predict_x0, signal_level
-
-
-@runtime_checkable
-class LatentReward(Protocol):
-    """A reward differentiable with respect to a policy's clean latents (B, ...) → (B,)."""
-
-    name: str
-
-    def score_latents(
-        self,
-        policy: Any,
-        x0: torch.Tensor,
-        prompts: Sequence[str],
-        *,
-        generator: torch.Generator | None = None,
-        view_jitter_deg: float = 0.0,
-        detach_targets: bool = False,
-    ) -> torch.Tensor: ...
 
 
 class _RecordedMix:
@@ -89,7 +71,7 @@ class NablaTrainer(GRPOTrainer):
         self.rewards = _RecordedMix(rewards)
         self.grad_rewards = [(r, w) for r, w in zip(rewards.rewards, rewards.weights, strict=True) if w != 0]
         for reward, _ in self.grad_rewards:
-            if not isinstance(reward, LatentReward) or not getattr(reward, "differentiable", True):
+            if not isinstance(reward, LatentReward) or not reward.differentiable:
                 raise R3DError(
                     f"train.algorithm nabla needs differentiable rewards; '{reward.name}' has no score_latents "
                     "(give it weight 0 to only log it, or use a render-based reward such as silhouette)"

@@ -29,6 +29,32 @@ class Reward(Protocol):
     def __call__(self, artifacts: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]: ...
 
 
+@runtime_checkable
+class LatentReward(Protocol):
+    """Optional reward hook: the reward of a policy's clean latents x0 (B, ...) → (B,), differentiable
+    with respect to x0 (decode and rendering inside, e.g. through the policy's ``DecodesField``).
+
+    Required by ``train.algorithm: nabla`` for every reward with a non-zero weight whose
+    ``differentiable`` is True. ``generator`` and ``view_jitter_deg`` randomise the reward's cameras
+    (``nabla.random_view``); ``detach_targets`` stops the gradient through targets built from the
+    renders (``nabla.reward_context: false``).
+    """
+
+    name: str
+    differentiable: bool
+
+    def score_latents(
+        self,
+        policy: Any,
+        x0: torch.Tensor,
+        prompts: Sequence[str],
+        *,
+        generator: torch.Generator | None = None,
+        view_jitter_deg: float = 0.0,
+        detach_targets: bool = False,
+    ) -> torch.Tensor: ...
+
+
 @dataclass
 class RewardMix:
     """Weighted sum of several rewards; every component is kept for logging, under the reward's

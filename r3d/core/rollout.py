@@ -75,7 +75,9 @@ def check_kernel(schedule: Schedule, kernel: str, policy_name: str = "the policy
         )
 
 
-def network_output(policy: Any, schedule: Schedule, point: int, x: torch.Tensor, cond: Any) -> torch.Tensor:
+def network_output(
+    policy: Policy, schedule: Schedule, point: int, x: torch.Tensor, cond: Any
+) -> torch.Tensor:
     """The network's output at schedule point ``point`` for x (B, ...): the canonical velocity of a
     flow policy, the ``prediction_type`` output of a DDPM one (CFG applied inside either way)."""
     b = x.shape[0]
@@ -84,7 +86,7 @@ def network_output(policy: Any, schedule: Schedule, point: int, x: torch.Tensor,
     return policy.predict(x, schedule.timesteps[point].expand(b), cond)
 
 
-def predict_x0(policy: Any, schedule: Schedule, point: int, x: torch.Tensor, cond: Any) -> torch.Tensor:
+def predict_x0(policy: Policy, schedule: Schedule, point: int, x: torch.Tensor, cond: Any) -> torch.Tensor:
     """The policy's clean-sample prediction x̂₀ (B, ...) from x at schedule point ``point``: x − σ·v
     (flow), the DDPM parameterisation's x̂₀ (DDPM); x itself at the last point or at σ = 0."""
     if point == schedule.num_steps or (schedule.kind == "flow" and float(schedule.points[point]) == 0.0):
@@ -103,7 +105,7 @@ def signal_level(schedule: Schedule, point: int) -> float:
 
 
 def transition(
-    policy: Any,
+    policy: Policy,
     schedule: Schedule,
     step: int,
     x: torch.Tensor,
@@ -174,7 +176,7 @@ class Trajectory:
 
 @torch.no_grad()
 def sample(
-    policy: Any,
+    policy: Policy,
     schedule: Schedule,
     cond: Any,
     noise: torch.Tensor,

@@ -4,7 +4,7 @@
 ``glove`` and ``stats_dir``), ``tmr_retrieval`` a TMR one (default r3d's tiny TMR). Per sample: whether
 the prompt ranks first / in the top 3 among 31 distractor captions (R-precision), and the evaluator's
 text–motion matching distance. The headline is the top-3 hit (its mean is R-precision@3).
-:func:`r3d.runner.build_gold` refuses one whose evaluator is also a reward's.
+:func:`r3d.commands.runner.build_gold` refuses one whose evaluator is also a reward's.
 """
 
 from __future__ import annotations

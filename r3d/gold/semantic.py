@@ -14,7 +14,7 @@ class SemanticGold(SemanticReward):
     """Probability (and top-1 accuracy) of the prompt's class under r3d's PointNet classifier.
 
     A gold measure only where the recipe's rewards do not include ``semantic`` (the same classifier):
-    :func:`r3d.runner.build_gold_set` refuses it otherwise. Options are those of
+    :func:`r3d.commands.runner.build_gold_set` refuses it otherwise. Options are those of
     :class:`r3d.rewards.semantic.SemanticReward`.
     """
 

@@ -13,6 +13,15 @@ from typing import Any
 
 import torch
 
+from r3d.commands.runner import (
+    check_gold,
+    gold_names,
+    gold_options,
+    policy_options,
+    reward_mix,
+    reward_options,
+    trainer_class,
+)
 from r3d.core.config import GRPORecipe
 from r3d.core.device import resolve_device
 from r3d.core.errors import R3DError
@@ -32,15 +41,6 @@ from r3d.core.policy import CheckpointedNetwork, HasExampleCond, factory_hooks
 from r3d.core.registry import GOLD, POLICIES, REWARDS, check_options, resolve
 from r3d.core.rewards import RewardMix
 from r3d.core.rollout import network_output
-from r3d.runner import (
-    check_gold,
-    gold_names,
-    gold_options,
-    policy_options,
-    reward_mix,
-    reward_options,
-    trainer_class,
-)
 
 
 @dataclass

@@ -352,7 +352,7 @@ def load_policy(
             options["guidance_scale"] = guidance_scale
         policy = build_policy(model, **options)
     if adapter is not None:
-        from r3d.runner import load_adapter
+        from r3d.commands.runner import load_adapter
 
         load_adapter(policy, Path(adapter))
         policy.network.eval()

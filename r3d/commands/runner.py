@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from r3d.artifacts import preview, safe_name, save_artifact, save_samples
+from r3d.commands.outputs import preview, safe_name, save_artifact, save_samples
 from r3d.core import distributed as dist
 from r3d.core import lock
 from r3d.core.checkpoint import load_adapter_weights, recover_checkpoint, resolve_checkpoint

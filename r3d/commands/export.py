@@ -115,7 +115,7 @@ def export_run(
     """Write ``out/adapter_config.json`` + ``out/adapter_model.safetensors`` (the run's LoRA, or its EMA
     with ``ema``) and, with ``merge``, ``out/merged/`` in the backend's format (``dtype``: auto = the
     backend's default, else float32 | float16 | bfloat16). Returns the written paths and the model name."""
-    from r3d.runner import load_adapter
+    from r3d.commands.runner import load_adapter
 
     run_dir, out = Path(run_dir), Path(out)
     if dtype != "auto" and dtype not in DTYPES:

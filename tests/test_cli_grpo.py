@@ -130,3 +130,24 @@ def test_every_grpo_recipe_dry_runs_without_a_traceback(name, tmp_path, capsys, 
     captured = capsys.readouterr()
     assert rc == (0 if "tiny" in name else 2)
     assert "memory estimate" in captured.out and "Traceback" not in captured.out + captured.err
+
+
+def test_dry_run_of_a_large_prompt_file_validates_all_but_encodes_a_bounded_number(tmp_path, capsys):
+    """A 1 000-prompt file: the dry run checks every line (a bad one at line 900 is named) but encodes at
+    most MAX_ENCODED_PROMPTS distinct prompts (it once encoded and cached the whole file at once)."""
+    from r3d.commands.dry_run import MAX_ENCODED_PROMPTS
+
+    lines = [f"a cube number {i}" for i in range(1000)]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(lines) + "\n")
+    recipe = Path(__file__).parents[1] / "recipes" / "tiny_mesh.yaml"
+    argv = ["grpo", str(recipe), "--dry-run", "--json", "--set", f"prompts.train={prompts}"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    detail = dict((c["item"], c["detail"]) for c in report["checks"])["prompts"]
+    assert detail.startswith(f"{MAX_ENCODED_PROMPTS} distinct prompts encoded (of 1004")
+    lines[899] = "a teapot"
+    prompts.write_text("\n".join(lines) + "\n")
+    assert main([*argv, "--out", str(tmp_path / "p")]) != 0
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert any("prompts.txt line 900" in p and "teapot" in p for p in problems), problems

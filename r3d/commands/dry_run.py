@@ -15,6 +15,7 @@ import torch
 
 from r3d.commands.runner import (
     check_gold,
+    check_prompts,
     gold_names,
     gold_options,
     policy_options,
@@ -82,6 +83,9 @@ class _Built:
     meta: bool = False
 
 
+MAX_ENCODED_PROMPTS = (
+    256  # a dry run encodes this many distinct prompts (a large file's are validated, not all encoded)
+)
 _FETCH_HINT = re.compile(r"r3d fetch-weights ([A-Za-z0-9._-]+)")
 
 
@@ -232,7 +236,7 @@ def _measure_activations(
     est, bs = rep.memory, cfg.train.batch_size
     label = "meta" if meta else device
     policy = trainer.policy
-    if not meta and _try(lambda: policy.encode_prompts(cfg.prompts.train)):
+    if not meta and _try(lambda: policy.encode_prompts(_prompt_batch(cfg, min(len(cfg.prompts.train), bs)))):
         first = [True]
 
         def pipeline(b: int) -> int:
@@ -314,6 +318,10 @@ def dry_run(cfg: GRPORecipe, run_dir: Path, recipe: str = "") -> DryRunReport:
         torch.set_num_threads(cfg.run.threads)
     rep = DryRunReport(recipe, str(run_dir))
     est = rep.memory
+    try:
+        check_prompts(cfg)
+    except R3DError as exc:
+        rep.problem(f"prompts: {exc}")
     pol = _dry_build("policy", cfg.model.name, policy_options(cfg), POLICIES, rep)
     rewards = {
         n: _dry_build("reward", cfg.reward_type(n), reward_options(cfg, n), REWARDS, rep) for n in cfg.rewards
@@ -323,9 +331,12 @@ def dry_run(cfg: GRPORecipe, run_dir: Path, recipe: str = "") -> DryRunReport:
     policy, trainer = pol.obj, None
     if policy is not None:
         device = _module_device(policy, pol.device)
+        distinct = list(dict.fromkeys(cfg.prompts.train + cfg.prompts.eval))
         try:
-            policy.encode_prompts(cfg.prompts.train + cfg.prompts.eval)
-            rep.ok("prompts", f"{len(set(cfg.prompts.train + cfg.prompts.eval))} distinct prompts encoded")
+            policy.encode_prompts(distinct[:MAX_ENCODED_PROMPTS])
+            more = len(distinct) - MAX_ENCODED_PROMPTS
+            rest = f" (of {len(distinct)}; all were checked without encoding)" if more > 0 else ""
+            rep.ok("prompts", f"{min(len(distinct), MAX_ENCODED_PROMPTS)} distinct prompts encoded{rest}")
         except R3DError as exc:
             rep.problem(f"prompts: {exc}")
         try:

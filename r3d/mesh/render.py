@@ -20,11 +20,11 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +137,7 @@ def orbit_cameras(
     return cameras
 
 
-@lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=16)
 def _camera_rays(size: int, fov_deg: float) -> np.ndarray:
     """(size·size, 3) unit ray directions in camera space through pixel centres, row-major, row 0 on top."""
     half = math.tan(math.radians(fov_deg) / 2.0)
@@ -150,16 +150,13 @@ def _camera_rays(size: int, fov_deg: float) -> np.ndarray:
     return rays
 
 
-def _candidate_pixels(vertices: np.ndarray, corners: np.ndarray, cameras: Sequence[Camera]) -> np.ndarray:
-    """(n_views·size²,) bool: pixels whose ray may hit a face — inside some face's projected bounding
-    box, padded by one pixel (the box of all vertices when faces outnumber a quarter of the pixels);
-    every pixel of a view that has a vertex not in front of its camera.
-
-    ``corners`` (3, F) are the faces' vertex indices. A ray through the camera centre can only hit a
-    triangle whose projection (a triangle, all corners in front) contains the ray's pixel centre, so
-    every ray left out misses.
-    """
-    size, n = cameras[0].size, len(cameras)
+def _vertex_pixels(
+    vertices: np.ndarray, cameras: Sequence[Camera]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Continuous pixel coordinates (column, row), each (n_views, V) with pixel centres at integers and
+    clipped to [−2, size + 1], of the vertices in each view; and (n_views,) bool: every vertex lies in
+    front of that camera (otherwise its projection says nothing about which rays can hit)."""
+    size = cameras[0].size
     positions = np.stack([c.position for c in cameras])[:, None, :]
     p = (vertices[None] - positions) @ np.stack([c.rotation for c in cameras])  # (n, V, 3) camera space
     depth = -p[..., 2]
@@ -167,39 +164,9 @@ def _candidate_pixels(vertices: np.ndarray, corners: np.ndarray, cameras: Sequen
     depth = np.where(in_front[:, None], depth, 1.0)
     scale = size / (2.0 * math.tan(math.radians(cameras[0].fov_deg) / 2.0))
     centre = size / 2.0 - 0.5
-    col = (p[..., 0] / depth * scale + centre).clip(-2.0, size + 1.0)  # continuous pixel coordinates
+    col = (p[..., 0] / depth * scale + centre).clip(-2.0, size + 1.0)
     row = (centre - p[..., 1] / depth * scale).clip(-2.0, size + 1.0)
-    low = [(np.floor(x) - 1).astype(np.int32) for x in (col, row)]  # per vertex, padded one pixel
-    high = [(np.ceil(x) + 1).astype(np.int32) for x in (col, row)]
-    if corners.shape[1] > size * size // 4:
-        # many small faces: their boxes tile the silhouette; the vertices' box costs far less to find
-        covered = np.zeros((n, size, size), dtype=bool)
-        for k in range(n):
-            r0, r1 = max(low[1][k].min(), 0), min(high[1][k].max(), size - 1) + 1
-            c0, c1 = max(low[0][k].min(), 0), min(high[0][k].max(), size - 1) + 1
-            covered[k, r0:r1, c0:c1] = True
-        covered[~in_front] = True
-        return covered.reshape(-1)
-    bounds = []
-    for lo, hi in zip(low, high, strict=True):
-        a, b = lo[:, corners], hi[:, corners]  # (n, 3, F)
-        bounds += [np.minimum(np.minimum(a[:, 0], a[:, 1]), a[:, 2]).ravel()]
-        bounds += [np.maximum(np.maximum(b[:, 0], b[:, 1]), b[:, 2]).ravel()]
-    lo_c, hi_c, lo_r, hi_r = bounds
-    view = np.repeat(np.arange(n), corners.shape[1])
-    inside = (hi_c >= 0) & (lo_c < size) & (hi_r >= 0) & (lo_r < size)
-    lo_c, hi_c = lo_c[inside].clip(0, size - 1), hi_c[inside].clip(0, size - 1) + 1
-    lo_r, hi_r = lo_r[inside].clip(0, size - 1), hi_r[inside].clip(0, size - 1) + 1
-    width = size + 1  # union of the rectangles: a 2-D difference array and two cumulative sums
-    base = view[inside] * width * width
-    ends = np.concatenate(
-        [lo_r * width + lo_c, hi_r * width + hi_c, lo_r * width + hi_c, hi_r * width + lo_c]
-    )
-    signs = np.repeat([1.0, 1.0, -1.0, -1.0], len(lo_c))
-    cover = np.bincount(np.tile(base, 4) + ends, weights=signs, minlength=n * width * width)
-    covered = cover.reshape(n, width, width).cumsum(axis=1).cumsum(axis=2)[:, :size, :size] > 0.5
-    covered[~in_front] = True
-    return covered.reshape(-1)
+    return col, row, in_front
 
 
 def _columns(array: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -210,26 +177,44 @@ def _columns(array: np.ndarray) -> tuple[np.ndarray, ...]:
     return columns
 
 
-@lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=16)
 def _camera_ray_columns(size: int, fov_deg: float) -> tuple[np.ndarray, ...]:
     """:func:`_camera_rays` as its x, y, z columns."""
     return _columns(_camera_rays(size, fov_deg))
 
 
-@lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=16)
 def _ray_directions(
     size: int, fov_deg: float, rotations: bytes
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """World ray directions (n·size², 3) float64 of the cameras with these (n, 3, 3) ``rotations``, in
-    render order; the same as trimesh hands them to embree (float32, unitised in float32); and the
-    float64 directions' x, y, z columns."""
+    render order; the same as trimesh hands them to embree (float32, unitised in float32), and these
+    as float64; and the float64 directions' x, y, z columns."""
     rays_cam = _camera_rays(size, fov_deg)
     turn = np.frombuffer(rotations, dtype=np.float64).reshape(-1, 3, 3)
     directions = np.concatenate([rays_cam @ r.T for r in turn])
     unit = trimesh.util.unitize(np.array(directions, dtype=np.float32)).astype(np.float32)
-    directions.setflags(write=False)
-    unit.setflags(write=False)
-    return directions, unit, _columns(directions)
+    unit64 = unit.astype(np.float64)
+    for array in (directions, unit, unit64):
+        array.setflags(write=False)
+    return directions, unit, unit64, _columns(directions)
+
+
+_UNDECIDED = -2  # r3d.mesh._raycast_jit.UNDECIDED
+
+
+@functools.cache
+def _certain_hits() -> Callable[..., np.ndarray]:
+    """The compiled pre-pass (``r3d.mesh._raycast_jit.certain_hits``); where numba is not installed, one
+    that leaves every ray of the same (n_views, size²) to embree."""
+    try:
+        from r3d.mesh._raycast_jit import certain_hits
+    except ImportError:  # pragma: no cover - numba is a dependency
+
+        def certain_hits(vertices, faces, origins, directions, *_):  # type: ignore[no-untyped-def]
+            return np.full(len(directions), _UNDECIDED, dtype=np.int64)
+
+    return certain_hits
 
 
 def _trimesh_scale(vertices: np.ndarray, faces: np.ndarray) -> float:
@@ -245,12 +230,17 @@ def _trimesh_scale(vertices: np.ndarray, faces: np.ndarray) -> float:
 
 
 def _first_hits(
-    mesh: trimesh.Trimesh, cameras: Sequence[Camera], directions: np.ndarray, unit: np.ndarray
+    mesh: trimesh.Trimesh,
+    cameras: Sequence[Camera],
+    directions: np.ndarray,
+    unit: np.ndarray,
+    unit64: np.ndarray,
 ) -> np.ndarray:
     """(n_views·size²,) int64 index of the first face each camera ray hits, −1 for none.
 
     The same hits as trimesh's embree ``intersects_first`` (the same float32 rays and scaled scene), but
-    rays that cannot hit (:func:`_candidate_pixels`) are not cast.
+    embree only casts the rays whose answer :func:`r3d.mesh._raycast_jit.certain_hits` leaves undecided
+    (near an edge, a silhouette or a second surface); embree is not called when none is.
     """
     n_pix = cameras[0].size ** 2
     positions = np.stack([c.position for c in cameras]).astype(np.float64)
@@ -259,19 +249,27 @@ def _first_hits(
         return np.asarray(_Intersector(mesh).intersects_first(origins, directions), dtype=np.int64)
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces)
-    rays = np.flatnonzero(_candidate_pixels(vertices, np.ascontiguousarray(faces.T), cameras))
-    tri = np.full(len(cameras) * n_pix, -1, dtype=np.int64)
-    if len(rays) == 0:
-        return tri
     # trimesh's _EmbreeWrap: the scene shifted to its minimum corner and scaled to ~100 units (mesh.scale)
     origin = vertices.min(axis=0)
     scale = 100.0 / _trimesh_scale(vertices, faces)
-    scene = _embree_scene.EmbreeScene()
     scaled = ((vertices - origin) * scale).astype(np.float32)
-    _EmbreeMesh(scene=scene, vertices=scaled, indices=faces.astype(np.int32))
-    per_view = np.bincount(rays // n_pix, minlength=len(cameras))
     origins = ((positions.astype(np.float32).astype(np.float64) - origin) * scale).astype(np.float32)
-    tri[rays] = scene.run(np.repeat(origins, per_view, axis=0), unit[rays])
+    col, row, in_front = _vertex_pixels(vertices, cameras)
+    tri = _certain_hits()(
+        scaled.astype(np.float64),
+        faces.astype(np.int64),
+        origins.astype(np.float64),
+        unit64,
+        col,
+        row,
+        in_front,
+    )
+    rays = np.flatnonzero(tri == _UNDECIDED)
+    if len(rays):
+        scene = _embree_scene.EmbreeScene()
+        _EmbreeMesh(scene=scene, vertices=scaled, indices=faces.astype(np.int32))
+        per_view = np.bincount(rays // n_pix, minlength=len(cameras))
+        tri[rays] = scene.run(np.repeat(origins, per_view, axis=0), unit[rays])
     return tri
 
 
@@ -309,11 +307,11 @@ def cast_rays(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> RayHits:
     size, fov = _check_cameras(cameras)
     n_pix = size * size
     rotations = np.stack([c.rotation for c in cameras]).astype(np.float64)
-    directions, unit, columns = _ray_directions(size, fov, rotations.tobytes())
+    directions, unit, unit64, columns = _ray_directions(size, fov, rotations.tobytes())
     positions = np.stack([c.position for c in cameras]).astype(np.float64)
     faces = np.asarray(mesh.faces)
     coords = np.asarray(mesh.vertices, dtype=np.float64).T
-    tri = _first_hits(mesh, cameras, directions, unit)
+    tri = _first_hits(mesh, cameras, directions, unit, unit64)
 
     # per face (bit-identical to per hit: the same operands): edge cross product and its norm
     corner = [faces[:, k] for k in range(3)]

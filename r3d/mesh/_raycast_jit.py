@@ -146,3 +146,56 @@ def certain_hits(
             other = lo2[p] if lo1_face[p] == best_face[p] else lo1[p]
             out[base + p] = best_face[p] if other > best_hi[p] else UNDECIDED
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def hit_geometry(
+    tri: np.ndarray,
+    faces: np.ndarray,
+    vertices: np.ndarray,
+    positions: np.ndarray,
+    directions: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rays that hit (ascending indices), their float64 ray lengths, unit normals turned towards the
+    camera (N, 3) and front-facing flags, from the first-hit faces ``tri`` (n·size²,) (−1: none).
+
+    vertices (V, 3) and positions (n, 3) unscaled float64, directions (n·size², 3) float64 unit rays.
+    Per hit: the face's edge cross product ``N``, ``t = N·(v0 − o) / N·d`` and ``±N / |N|``, each sum in
+    the order of :func:`r3d.mesh.render.cast_rays`' NumPy form (``(x + z) + y`` for dot products,
+    ``(x² + y²) + z²`` for the norm), so the values are bit-identical to it. A hit on a face whose
+    ``N·d`` underflows (|·| ≤ 1e-300) is dropped.
+    """
+    n_pix = tri.shape[0] // positions.shape[0]
+    count = 0
+    for r in range(tri.shape[0]):
+        count += tri[r] >= 0
+    hit = np.empty(count, dtype=np.int64)
+    t = np.empty(count)
+    normals = np.empty((count, 3))
+    front = np.empty(count, dtype=np.bool_)
+    n = 0
+    for r in range(tri.shape[0]):
+        f = tri[r]
+        if f < 0:
+            continue
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        v0x, v0y, v0z = vertices[i0, 0], vertices[i0, 1], vertices[i0, 2]
+        ax, ay, az = vertices[i1, 0] - v0x, vertices[i1, 1] - v0y, vertices[i1, 2] - v0z
+        bx, by, bz = vertices[i2, 0] - v0x, vertices[i2, 1] - v0y, vertices[i2, 2] - v0z
+        cx, cy, cz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+        dx, dy, dz = directions[r, 0], directions[r, 1], directions[r, 2]
+        denom = (cx * dx + cz * dz) + cy * dy
+        if not abs(denom) > 1e-300:
+            continue
+        k = r // n_pix
+        wx, wy, wz = v0x - positions[k, 0], v0y - positions[k, 1], v0z - positions[k, 2]
+        norm = math.sqrt((cx * cx + cy * cy) + cz * cz)
+        sign = 1.0 if denom < 0 else -1.0
+        hit[n] = r
+        t[n] = ((cx * wx + cz * wz) + cy * wy) / denom
+        normals[n, 0] = sign * (cx / norm)
+        normals[n, 1] = sign * (cy / norm)
+        normals[n, 2] = sign * (cz / norm)
+        front[n] = denom < 0
+        n += 1
+    return hit[:n], t[:n], normals[:n], front[:n]

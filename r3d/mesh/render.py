@@ -23,9 +23,10 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import trimesh
@@ -169,27 +170,11 @@ def _vertex_pixels(
     return col, row, in_front
 
 
-def _columns(array: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The columns of a read-only (N, k) array as contiguous, read-only (N,) arrays."""
-    columns = tuple(np.ascontiguousarray(c) for c in array.T)
-    for c in columns:
-        c.setflags(write=False)
-    return columns
-
-
 @functools.lru_cache(maxsize=16)
-def _camera_ray_columns(size: int, fov_deg: float) -> tuple[np.ndarray, ...]:
-    """:func:`_camera_rays` as its x, y, z columns."""
-    return _columns(_camera_rays(size, fov_deg))
-
-
-@functools.lru_cache(maxsize=16)
-def _ray_directions(
-    size: int, fov_deg: float, rotations: bytes
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+def _ray_directions(size: int, fov_deg: float, rotations: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World ray directions (n·size², 3) float64 of the cameras with these (n, 3, 3) ``rotations``, in
-    render order; the same as trimesh hands them to embree (float32, unitised in float32), and these
-    as float64; and the float64 directions' x, y, z columns."""
+    render order; the same as trimesh hands them to embree (float32, unitised in float32); and these
+    as float64."""
     rays_cam = _camera_rays(size, fov_deg)
     turn = np.frombuffer(rotations, dtype=np.float64).reshape(-1, 3, 3)
     directions = np.concatenate([rays_cam @ r.T for r in turn])
@@ -197,24 +182,18 @@ def _ray_directions(
     unit64 = unit.astype(np.float64)
     for array in (directions, unit, unit64):
         array.setflags(write=False)
-    return directions, unit, unit64, _columns(directions)
+    return directions, unit, unit64
 
 
 _UNDECIDED = -2  # r3d.mesh._raycast_jit.UNDECIDED
 
 
 @functools.cache
-def _certain_hits() -> Callable[..., np.ndarray]:
-    """The compiled pre-pass (``r3d.mesh._raycast_jit.certain_hits``); where numba is not installed, one
-    that leaves every ray of the same (n_views, size²) to embree."""
-    try:
-        from r3d.mesh._raycast_jit import certain_hits
-    except ImportError:  # pragma: no cover - numba is a dependency
+def _jit() -> ModuleType:
+    """The compiled kernels, :mod:`r3d.mesh._raycast_jit` (imported on first use: numba loads in ~0.7 s)."""
+    from r3d.mesh import _raycast_jit
 
-        def certain_hits(vertices, faces, origins, directions, *_):  # type: ignore[no-untyped-def]
-            return np.full(len(directions), _UNDECIDED, dtype=np.int64)
-
-    return certain_hits
+    return _raycast_jit
 
 
 def _trimesh_scale(vertices: np.ndarray, faces: np.ndarray) -> float:
@@ -255,7 +234,7 @@ def _first_hits(
     scaled = ((vertices - origin) * scale).astype(np.float32)
     origins = ((positions.astype(np.float32).astype(np.float64) - origin) * scale).astype(np.float32)
     col, row, in_front = _vertex_pixels(vertices, cameras)
-    tri = _certain_hits()(
+    tri = _jit().certain_hits(
         scaled.astype(np.float64),
         faces.astype(np.int64),
         origins.astype(np.float64),
@@ -305,38 +284,17 @@ def cast_rays(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> RayHits:
     ``np.einsum``, ``np.linalg.norm``), so they are bit-identical to them.
     """
     size, fov = _check_cameras(cameras)
-    n_pix = size * size
     rotations = np.stack([c.rotation for c in cameras]).astype(np.float64)
-    directions, unit, unit64, columns = _ray_directions(size, fov, rotations.tobytes())
+    directions, unit, unit64 = _ray_directions(size, fov, rotations.tobytes())
     positions = np.stack([c.position for c in cameras]).astype(np.float64)
-    faces = np.asarray(mesh.faces)
-    coords = np.asarray(mesh.vertices, dtype=np.float64).T
     tri = _first_hits(mesh, cameras, directions, unit, unit64)
-
-    # per face (bit-identical to per hit: the same operands): edge cross product and its norm
-    corner = [faces[:, k] for k in range(3)]
-    v0 = [c[corner[0]] for c in coords]
-    a = [c[corner[1]] - o for c, o in zip(coords, v0, strict=True)]
-    b = [c[corner[2]] - o for c, o in zip(coords, v0, strict=True)]
-    face_cross = np.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
-    face_norm = np.sqrt(
-        (face_cross[0] * face_cross[0] + face_cross[1] * face_cross[1]) + face_cross[2] * face_cross[2]
+    hit, t, normals, front = _jit().hit_geometry(
+        tri,
+        np.asarray(mesh.faces, dtype=np.int64),
+        np.ascontiguousarray(mesh.vertices, dtype=np.float64),
+        positions,
+        directions,
     )
-
-    hit = np.flatnonzero(tri >= 0)
-    face = tri[hit]
-    cross = face_cross[:, face]
-    d = [c[hit] for c in columns]
-    denom = (cross[0] * d[0] + cross[2] * d[2]) + cross[1] * d[1]  # np.einsum("ij,ij->i") order
-    ok = np.abs(denom) > 1e-300  # embree never reports zero-area faces, but guard the division
-    if not ok.all():
-        hit, face, denom, cross = hit[ok], face[ok], denom[ok], cross[:, ok]
-    origin = positions[hit // n_pix].T
-    w = [c[corner[0][face]] - o for c, o in zip(coords, origin, strict=True)]
-    t = ((cross[0] * w[0] + cross[2] * w[2]) + cross[1] * w[1]) / denom
-    front = denom < 0  # the winding normal points against the ray, i.e. towards the camera
-    unit_normal = [c / face_norm[face] for c in cross]
-    normals = np.stack([np.where(front, c, -c) for c in unit_normal], axis=1)
     return RayHits(tri, hit, t, normals, front)
 
 

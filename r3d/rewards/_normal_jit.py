@@ -19,23 +19,17 @@ def _tangent(
     points: np.ndarray, index: np.ndarray, i: int, p: int, step: int, has_next: bool, has_prev: bool
 ) -> tuple[float, float, float, bool]:
     """One-sided difference at hit ``i`` (ray ``p``) towards ``p ± step``: the neighbour whose depth (z)
-    differs least, forward on ties; and whether either neighbour is a hit."""
-    fwd = index[p + step] if has_next else -1
-    bwd = index[p - step] if has_prev else -1
-    if fwd < 0 and bwd < 0:
-        return 0.0, 0.0, 0.0, False
-    if fwd >= 0:
-        fx = points[fwd, 0] - points[i, 0]
-        fy = points[fwd, 1] - points[i, 1]
-        fz = points[fwd, 2] - points[i, 2]
-        if bwd < 0:
-            return fx, fy, fz, True
-    bx = points[i, 0] - points[bwd, 0]
-    by = points[i, 1] - points[bwd, 1]
-    bz = points[i, 2] - points[bwd, 2]
-    if fwd >= 0 and abs(fz) <= abs(bz):
+    differs least, forward on ties; and whether either neighbour is a hit. ``index`` maps rays to hits,
+    ``len(points) − 1`` (a zero row) where there is none."""
+    none = points.shape[0] - 1
+    fwd = index[p + step] if has_next else none
+    bwd = index[p - step] if has_prev else none
+    fx, fy, fz = points[fwd, 0] - points[i, 0], points[fwd, 1] - points[i, 1], points[fwd, 2] - points[i, 2]
+    bx, by, bz = points[i, 0] - points[bwd, 0], points[i, 1] - points[bwd, 1], points[i, 2] - points[bwd, 2]
+    fwd_ok, bwd_ok = fwd != none, bwd != none
+    if fwd_ok and (not bwd_ok or abs(fz) <= abs(bz)):
         return fx, fy, fz, True
-    return bx, by, bz, True
+    return bx, by, bz, bwd_ok
 
 
 @numba.njit(cache=True, nogil=True)
@@ -53,23 +47,30 @@ def hit_cosines(
     n_pix = rays.shape[0]
     size = int(round(math.sqrt(n_pix)))
     n = hit.shape[0]
-    index = np.full(n_views * n_pix, -1, dtype=np.int64)
-    points = np.empty((n, 3))
-    for i in range(n):
-        p = hit[i]
-        index[p] = i
-        rx, ry, rz = rays[p % n_pix, 0], rays[p % n_pix, 1], rays[p % n_pix, 2]
-        depth = t[i] * -rz
-        points[i, 0] = rx * (depth / -rz)
-        points[i, 1] = ry * (depth / -rz)
-        points[i, 2] = rz * (depth / -rz)
+    index = np.full(n_views * n_pix, n, dtype=np.int64)
+    points = np.zeros((n + 1, 3))
+    inner = np.empty(n, dtype=np.uint8)  # bits: has a pixel to the left, right, above, below
+    i = 0
+    for k in range(n_views):  # hits are ascending: walk the pixels once
+        for row in range(size):
+            for col in range(size):
+                p = (k * size + row) * size + col
+                if i == n or hit[i] != p:
+                    continue
+                index[p] = i
+                rx, ry, rz = rays[p - k * n_pix, 0], rays[p - k * n_pix, 1], rays[p - k * n_pix, 2]
+                depth = t[i] * -rz
+                points[i, 0] = rx * (depth / -rz)
+                points[i, 1] = ry * (depth / -rz)
+                points[i, 2] = rz * (depth / -rz)
+                inner[i] = (col > 0) | (col < size - 1) << 1 | (row > 0) << 2 | (row < size - 1) << 3
+                i += 1
     cos = np.zeros(n)
     valid = np.zeros(n, dtype=np.bool_)
     for i in range(n):
-        p = hit[i]
-        row, col = (p % n_pix) // size, p % size
-        tx, ty, tz, ok_x = _tangent(points, index, i, p, 1, col < size - 1, col > 0)
-        dx, dy, dz, ok_y = _tangent(points, index, i, p, size, row < size - 1, row > 0)
+        p, bits = hit[i], inner[i]
+        tx, ty, tz, ok_x = _tangent(points, index, i, p, 1, bits & 2 != 0, bits & 1 != 0)
+        dx, dy, dz, ok_y = _tangent(points, index, i, p, size, bits & 8 != 0, bits & 4 != 0)
         ux, uy, uz = -dx, -dy, -dz
         cx, cy, cz = ty * uz - tz * uy, tz * ux - tx * uz, tx * uy - ty * ux
         norm = math.sqrt((cx * cx + cy * cy) + cz * cz)

@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from r3d.core.errors import R3DError
 from r3d.core.io import atomic_write
+from r3d.mesh import _embree
 from r3d.mesh.io import check_mesh
 
 try:  # embree is ~100x faster than trimesh's pure-numpy intersector
@@ -245,10 +246,13 @@ def _first_hits(
     )
     rays = np.flatnonzero(tri == _UNDECIDED)
     if len(rays):
-        scene = _embree_scene.EmbreeScene()
-        _EmbreeMesh(scene=scene, vertices=scaled, indices=faces.astype(np.int32))
-        per_view = np.bincount(rays // n_pix, minlength=len(cameras))
-        tri[rays] = scene.run(np.repeat(origins, per_view, axis=0), unit[rays])
+        ray_origins = np.repeat(origins, np.bincount(rays // n_pix, minlength=len(cameras)), axis=0)
+        found = _embree.first_faces(scaled, faces, ray_origins, unit[rays])
+        if found is None:  # pragma: no cover - embreex without its bundled library file
+            scene = _embree_scene.EmbreeScene()
+            _EmbreeMesh(scene=scene, vertices=scaled, indices=faces.astype(np.int32))
+            found = scene.run(ray_origins, unit[rays])
+        tri[rays] = found
     return tri
 
 

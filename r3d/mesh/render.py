@@ -209,6 +209,36 @@ def _trimesh_scale(vertices: np.ndarray, faces: np.ndarray) -> float:
     return 1.0 if scale < trimesh.tol.zero else scale
 
 
+def _embree_frame(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> tuple[np.ndarray, np.ndarray]:
+    """The scene as trimesh's ``_EmbreeWrap`` hands it to embree: float32 vertices (V, 3) and camera
+    origins (n_views, 3), shifted to the vertices' minimum corner and scaled to ~100 units (100 /
+    ``mesh.scale``)."""
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    positions = np.stack([c.position for c in cameras]).astype(np.float64)
+    origin = vertices.min(axis=0)
+    scale = 100.0 / _trimesh_scale(vertices, np.asarray(mesh.faces))
+    scaled = ((vertices - origin) * scale).astype(np.float32)
+    origins = ((positions.astype(np.float32).astype(np.float64) - origin) * scale).astype(np.float32)
+    return scaled, origins
+
+
+def _decided_hits(mesh: trimesh.Trimesh, cameras: Sequence[Camera], unit64: np.ndarray) -> np.ndarray:
+    """(n_views·size²,) int64 first-hit faces that embree's float32 rounding cannot change (−1: a
+    certain miss), −2 for the rays left undecided: :func:`r3d.mesh._raycast_jit.certain_hits` on the
+    embree frame's scene, ``unit64`` the float32 unit ray directions as float64."""
+    scaled, origins = _embree_frame(mesh, cameras)
+    col, row, in_front = _vertex_pixels(np.asarray(mesh.vertices, dtype=np.float64), cameras)
+    return _jit().certain_hits(
+        scaled.astype(np.float64),
+        np.asarray(mesh.faces, dtype=np.int64),
+        origins.astype(np.float64),
+        unit64,
+        col,
+        row,
+        in_front,
+    )
+
+
 def _first_hits(
     mesh: trimesh.Trimesh,
     cameras: Sequence[Camera],
@@ -219,33 +249,18 @@ def _first_hits(
     """(n_views·size²,) int64 index of the first face each camera ray hits, −1 for none.
 
     The same hits as trimesh's embree ``intersects_first`` (the same float32 rays and scaled scene), but
-    embree only casts the rays whose answer :func:`r3d.mesh._raycast_jit.certain_hits` leaves undecided
-    (near an edge, a silhouette or a second surface); embree is not called when none is.
+    embree only casts the rays that :func:`_decided_hits` leaves undecided (near an edge, a silhouette
+    or a second surface: a few percent); embree is not called when there are none.
     """
     n_pix = cameras[0].size ** 2
-    positions = np.stack([c.position for c in cameras]).astype(np.float64)
     if _embree_scene is None:  # pragma: no cover - no embree: trimesh's intersector, every ray
-        origins = np.repeat(positions, n_pix, axis=0)
+        origins = np.repeat(np.stack([c.position for c in cameras]), n_pix, axis=0)
         return np.asarray(_Intersector(mesh).intersects_first(origins, directions), dtype=np.int64)
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    faces = np.asarray(mesh.faces)
-    # trimesh's _EmbreeWrap: the scene shifted to its minimum corner and scaled to ~100 units (mesh.scale)
-    origin = vertices.min(axis=0)
-    scale = 100.0 / _trimesh_scale(vertices, faces)
-    scaled = ((vertices - origin) * scale).astype(np.float32)
-    origins = ((positions.astype(np.float32).astype(np.float64) - origin) * scale).astype(np.float32)
-    col, row, in_front = _vertex_pixels(vertices, cameras)
-    tri = _jit().certain_hits(
-        scaled.astype(np.float64),
-        faces.astype(np.int64),
-        origins.astype(np.float64),
-        unit64,
-        col,
-        row,
-        in_front,
-    )
+    tri = _decided_hits(mesh, cameras, unit64)
     rays = np.flatnonzero(tri == _UNDECIDED)
     if len(rays):
+        scaled, origins = _embree_frame(mesh, cameras)
+        faces = np.asarray(mesh.faces)
         ray_origins = np.repeat(origins, np.bincount(rays // n_pix, minlength=len(cameras)), axis=0)
         found = _embree.first_faces(scaled, faces, ray_origins, unit[rays])
         if found is None:  # pragma: no cover - embreex without its bundled library file

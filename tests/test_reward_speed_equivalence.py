@@ -24,6 +24,7 @@ from r3d.mesh.render import (
     RenderedView,
     _camera_rays,
     _decided_hits,
+    _embree_frame,
     _first_hits,
     _Intersector,
     _ray_directions,
@@ -408,7 +409,7 @@ def test_prepass_decides_most_rays_and_those_as_embree(policy_meshes, shared_mes
             mesh = normalize_unit_sphere(mesh)
             origins = np.repeat(np.stack([c.position for c in cameras]), n_pix, axis=0)
             expected = np.asarray(_Intersector(mesh).intersects_first(origins, directions), dtype=np.int64)
-            decided = _decided_hits(mesh, cameras, unit64)
+            decided = _decided_hits(mesh, cameras, unit64, *_embree_frame(mesh, cameras))
             known = decided != -2
             assert np.array_equal(decided[known], expected[known])
             if i < len(real):

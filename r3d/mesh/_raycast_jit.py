@@ -10,7 +10,7 @@ operands) is a few float32 ulps of ``s·L``, ``TOL`` is about 170 ulps. A pair i
 
 * a certain miss when two edge functions have opposite signs beyond the margin;
 * a certain hit when all three share a sign beyond it and the distance ``t`` exceeds its own margin
-  (``TOL·s·|N| / |N·D|``, larger for grazing rays); it may be hit anywhere in ``[t − m, t + m]``;
+  (``TOL·s·(|N| / |N·D| + 1)``, larger for grazing rays); it may be hit anywhere in ``[t − m, t + m]``;
 * otherwise uncertain: it may be hit anywhere from ``min(D·a, D·b, D·c) − TOL·s`` on.
 
 A pixel's first hit is certain when its nearest certain hit ends before any other face can begin;
@@ -18,7 +18,8 @@ a pixel with no face that may be hit is a certain miss; every other pixel is lef
 Only pixels inside a face's projected box (padded by :data:`PAD` pixels) are tested: the ray of a
 pixel whose centre is outside the projection of a face in front of the camera cannot hit it.
 
-Compiled once per machine (``cache=True``, as :mod:`r3d.mesh._voxel_jit`).
+:func:`hit_geometry` then turns the first-hit faces into ray lengths and normals. Compiled once per
+machine (``cache=True``, as :mod:`r3d.mesh._voxel_jit`).
 """
 
 from __future__ import annotations
@@ -34,22 +35,54 @@ UNDECIDED = -2
 
 
 @numba.njit(cache=True, nogil=True)
+def vertex_pixels(
+    vertices: np.ndarray, position: np.ndarray, rotation: np.ndarray, focal: float, size: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Continuous pixel coordinates (column, row), each (V,), of the vertices (V, 3) seen by a camera
+    at ``position`` with camera-to-world ``rotation`` (3, 3) and ``focal`` length in pixels: pixel
+    centres at integers, clipped to [−2, size + 1]; and whether every vertex lies in front of the
+    camera (otherwise the projection says nothing about which rays can hit)."""
+    n = vertices.shape[0]
+    cam = np.empty((n, 3))
+    largest = 0.0
+    for v in range(n):
+        for j in range(3):
+            cam[v, j] = (
+                (vertices[v, 0] - position[0]) * rotation[0, j]
+                + (vertices[v, 1] - position[1]) * rotation[1, j]
+                + (vertices[v, 2] - position[2]) * rotation[2, j]
+            )
+            largest = max(largest, abs(cam[v, j]))
+    col = np.empty(n)
+    row = np.empty(n)
+    centre = size / 2.0 - 0.5
+    for v in range(n):
+        depth = -cam[v, 2]
+        if not depth > 1e-9 * (1.0 + largest):
+            return col, row, False
+        col[v] = min(max(cam[v, 0] / depth * focal + centre, -2.0), size + 1.0)
+        row[v] = min(max(centre - cam[v, 1] / depth * focal, -2.0), size + 1.0)
+    return col, row, True
+
+
+@numba.njit(cache=True, nogil=True)
 def certain_hits(
     vertices: np.ndarray,
     faces: np.ndarray,
     origins: np.ndarray,
     directions: np.ndarray,
-    col: np.ndarray,
-    row: np.ndarray,
-    in_front: np.ndarray,
+    world: np.ndarray,
+    positions: np.ndarray,
+    rotations: np.ndarray,
+    focal: float,
 ) -> np.ndarray:
     """(n·size²,) int64: the certain first-hit face of each ray, −1 for a certain miss, −2 undecided.
 
     vertices (V, 3), faces (F, 3): the scene as embree has it (float32 values). origins (n, 3): per
-    view; directions (n·size², 3): unit float32 directions, view-major then row-major pixels. col, row
-    (n, V): the vertices' continuous pixel coordinates per view (pixel centres at integers, clipped to
-    the image ±2); in_front (n,): every vertex is in front of that view's camera (else the whole view
-    is undecided).
+    view; directions (n·size², 3): unit float32 directions, view-major then row-major pixels. world
+    (V, 3), positions (n, 3), rotations (n, 3, 3), focal: the unscaled vertices and the cameras, for
+    the faces' pixel boxes (:func:`vertex_pixels`; a view with a vertex not in front of its camera is
+    undecided).
     """
     n_views = origins.shape[0]
     n_pix = directions.shape[0] // n_views
@@ -62,7 +95,8 @@ def certain_hits(
     lo2 = np.empty(n_pix)
     for k in range(n_views):
         base = k * n_pix
-        if not in_front[k]:
+        col, row, in_front = vertex_pixels(world, positions[k], rotations[k], focal, size)
+        if not in_front:
             out[base : base + n_pix] = UNDECIDED
             continue
         best_hi[:] = np.inf
@@ -73,10 +107,10 @@ def certain_hits(
         ox, oy, oz = origins[k, 0], origins[k, 1], origins[k, 2]
         for f in range(faces.shape[0]):
             i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-            c_lo = min(min(col[k, i0], col[k, i1]), col[k, i2]) - PAD
-            c_hi = max(max(col[k, i0], col[k, i1]), col[k, i2]) + PAD
-            r_lo = min(min(row[k, i0], row[k, i1]), row[k, i2]) - PAD
-            r_hi = max(max(row[k, i0], row[k, i1]), row[k, i2]) + PAD
+            c_lo = min(min(col[i0], col[i1]), col[i2]) - PAD
+            c_hi = max(max(col[i0], col[i1]), col[i2]) + PAD
+            r_lo = min(min(row[i0], row[i1]), row[i2]) - PAD
+            r_hi = max(max(row[i0], row[i1]), row[i2]) + PAD
             j0, j1 = max(int(math.ceil(c_lo)), 0), min(int(math.floor(c_hi)), size - 1)
             r0, r1 = max(int(math.ceil(r_lo)), 0), min(int(math.floor(r_hi)), size - 1)
             if j0 > j1 or r0 > r1:
@@ -93,9 +127,10 @@ def certain_hits(
             nx, ny, nz = uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
             n_len = math.sqrt(nx * nx + ny * ny + nz * nz)
             plane = nx * ax + ny * ay + nz * az
-            s = max(
-                max(math.sqrt(ax * ax + ay * ay + az * az), math.sqrt(bx * bx + by * by + bz * bz)),
-                math.sqrt(cx * cx + cy * cy + cz * cz),
+            s = math.sqrt(
+                max(
+                    max(ax * ax + ay * ay + az * az, bx * bx + by * by + bz * bz), cx * cx + cy * cy + cz * cz
+                )
             )
             perimeter = (
                 math.sqrt(ux * ux + uy * uy + uz * uz)

@@ -14,8 +14,10 @@ Conventions
   face's front side (per its winding).
 * Hit distances are recomputed in float64 from the hit triangle's plane, so the points back-projected
   from ``depth`` lie exactly on the rendered faces (embree itself works in float32).
-* Rays are cast with exactly the float32 inputs trimesh's embree intersector would use, but only those
-  that can hit (pixels inside a face's or the mesh's projected box); the maps equal casting every ray.
+* First hits are embree's, with exactly the float32 inputs trimesh's embree intersector would use, but
+  a compiled float64 pre-pass (:mod:`r3d.mesh._raycast_jit`) settles every ray whose answer float32
+  rounding cannot change, and embree casts only the rest (a few percent, near edges and silhouettes);
+  the maps equal casting every ray.
 """
 
 from __future__ import annotations
@@ -152,25 +154,6 @@ def _camera_rays(size: int, fov_deg: float) -> np.ndarray:
     return rays
 
 
-def _vertex_pixels(
-    vertices: np.ndarray, cameras: Sequence[Camera]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Continuous pixel coordinates (column, row), each (n_views, V) with pixel centres at integers and
-    clipped to [−2, size + 1], of the vertices in each view; and (n_views,) bool: every vertex lies in
-    front of that camera (otherwise its projection says nothing about which rays can hit)."""
-    size = cameras[0].size
-    positions = np.stack([c.position for c in cameras])[:, None, :]
-    p = (vertices[None] - positions) @ np.stack([c.rotation for c in cameras])  # (n, V, 3) camera space
-    depth = -p[..., 2]
-    in_front = (depth > 1e-9 * (1.0 + np.abs(p).max(axis=(1, 2)))[:, None]).all(axis=1)
-    depth = np.where(in_front[:, None], depth, 1.0)
-    scale = size / (2.0 * math.tan(math.radians(cameras[0].fov_deg) / 2.0))
-    centre = size / 2.0 - 0.5
-    col = (p[..., 0] / depth * scale + centre).clip(-2.0, size + 1.0)
-    row = (centre - p[..., 1] / depth * scale).clip(-2.0, size + 1.0)
-    return col, row, in_front
-
-
 @functools.lru_cache(maxsize=16)
 def _ray_directions(size: int, fov_deg: float, rotations: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World ray directions (n·size², 3) float64 of the cameras with these (n, 3, 3) ``rotations``, in
@@ -222,20 +205,26 @@ def _embree_frame(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> tuple[np.
     return scaled, origins
 
 
-def _decided_hits(mesh: trimesh.Trimesh, cameras: Sequence[Camera], unit64: np.ndarray) -> np.ndarray:
+def _decided_hits(
+    mesh: trimesh.Trimesh,
+    cameras: Sequence[Camera],
+    unit64: np.ndarray,
+    scaled: np.ndarray,
+    origins: np.ndarray,
+) -> np.ndarray:
     """(n_views·size²,) int64 first-hit faces that embree's float32 rounding cannot change (−1: a
     certain miss), −2 for the rays left undecided: :func:`r3d.mesh._raycast_jit.certain_hits` on the
-    embree frame's scene, ``unit64`` the float32 unit ray directions as float64."""
-    scaled, origins = _embree_frame(mesh, cameras)
-    col, row, in_front = _vertex_pixels(np.asarray(mesh.vertices, dtype=np.float64), cameras)
+    scene of :func:`_embree_frame` (``scaled``, ``origins``); ``unit64`` the float32 unit ray
+    directions as float64."""
     return _jit().certain_hits(
         scaled.astype(np.float64),
         np.asarray(mesh.faces, dtype=np.int64),
         origins.astype(np.float64),
         unit64,
-        col,
-        row,
-        in_front,
+        np.ascontiguousarray(mesh.vertices, dtype=np.float64),
+        np.stack([c.position for c in cameras]).astype(np.float64),
+        np.stack([c.rotation for c in cameras]).astype(np.float64),
+        cameras[0].size / (2.0 * math.tan(math.radians(cameras[0].fov_deg) / 2.0)),
     )
 
 
@@ -256,10 +245,10 @@ def _first_hits(
     if _embree_scene is None:  # pragma: no cover - no embree: trimesh's intersector, every ray
         origins = np.repeat(np.stack([c.position for c in cameras]), n_pix, axis=0)
         return np.asarray(_Intersector(mesh).intersects_first(origins, directions), dtype=np.int64)
-    tri = _decided_hits(mesh, cameras, unit64)
+    scaled, origins = _embree_frame(mesh, cameras)
+    tri = _decided_hits(mesh, cameras, unit64, scaled, origins)
     rays = np.flatnonzero(tri == _UNDECIDED)
     if len(rays):
-        scaled, origins = _embree_frame(mesh, cameras)
         faces = np.asarray(mesh.faces)
         ray_origins = np.repeat(origins, np.bincount(rays // n_pix, minlength=len(cameras)), axis=0)
         found = _embree.first_faces(scaled, faces, ray_origins, unit[rays])
@@ -298,9 +287,10 @@ def _check_cameras(cameras: Sequence[Camera]) -> tuple[int, float]:
 def cast_rays(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> RayHits:
     """Cast every pixel ray of ``cameras`` (shared size and fov) at ``mesh`` (not normalised here).
 
-    One embree call for all views, only for the rays that can hit; per-hit quantities in float64,
-    computed coordinate by coordinate with the summation order of the (N, 3) forms (``np.cross``,
-    ``np.einsum``, ``np.linalg.norm``), so they are bit-identical to them.
+    First hits from :func:`_first_hits`; per-hit quantities in float64 (compiled,
+    :func:`r3d.mesh._raycast_jit.hit_geometry`), computed coordinate by coordinate with the summation
+    order of the (N, 3) forms (``np.cross``, ``np.einsum``, ``np.linalg.norm``), so they are
+    bit-identical to them.
     """
     size, fov = _check_cameras(cameras)
     rotations = np.stack([c.rotation for c in cameras]).astype(np.float64)
@@ -330,7 +320,7 @@ def render_views(
 ) -> list[RenderedView]:
     """Ray-cast ``mesh`` from orbiting cameras (see :func:`orbit_cameras`; or pass ``cameras``).
 
-    All views are cast in one embree call (:func:`cast_rays`). With ``normalize`` (default) the mesh is
+    All views are cast together (:func:`cast_rays`). With ``normalize`` (default) the mesh is
     first scaled to the unit sphere; without it, the caller is responsible for the mesh fitting the cameras.
     """
     if normalize:

@@ -9,7 +9,8 @@ table and writes ``score.json`` and ``score.md`` into ``--out``.
 A second table compares the ``geometry`` and ``normal`` rewards with their previous implementations
 (kept as references in ``tests/test_reward_speed_equivalence.py``) side by side in this process, on the
 shared meshes and on meshes sampled from the tiny_mesh policy: old and new alternate, each timed
-``max(3, --repeat)`` times, the minimum kept; the row also says whether the values are identical.
+``max(3, --repeat)`` times, the medians compared (meshes/s and the ratio); the row also says whether
+the values are identical.
 
     python benchmarks/bench_score.py                       # the shared real meshes
     python benchmarks/bench_score.py my_meshes/ --repeat 5 --rewards geometry
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -80,7 +82,8 @@ def compare(
     on_job: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Previous vs current implementation of each :data:`COMPARED` reward on each named mesh set:
-    minimum seconds of ``max(3, repeat)`` alternating runs, meshes/s, speed-up and identical values."""
+    median seconds of ``max(3, repeat)`` alternating runs, meshes/s, speed-up (ratio of the medians)
+    and identical values."""
     rows = []
     for name in COMPARED:
         current, previous = build_reward(name), _previous(name)
@@ -95,18 +98,18 @@ def compare(
                     for b in batches:
                         fn(b)
                     timings[key].append(time.perf_counter() - tic)
-            old_s, new_s = timings["previous"], timings["current"]
+            old_s, new_s = statistics.median(timings["previous"]), statistics.median(timings["current"])
             n = len(meshes)
             rows.append(
                 {
                     "reward": name,
                     "inputs": label,
                     "meshes": n,
-                    "previous_s": min(old_s),
-                    "current_s": min(new_s),
-                    "previous_per_s": n / min(old_s),
-                    "current_per_s": n / min(new_s),
-                    "speedup": min(old_s) / min(new_s),
+                    "previous_s": old_s,
+                    "current_s": new_s,
+                    "previous_per_s": n / old_s,
+                    "current_per_s": n / new_s,
+                    "speedup": old_s / new_s,
                     "identical": new_values == old_values,
                 }
             )
@@ -216,7 +219,7 @@ def markdown(result: dict[str, Any], info: dict[str, Any] | None = None) -> list
         ]
         lines += [
             "",
-            "Against the previous implementations, side by side in this process (alternating, minimum of "
+            "Against the previous implementations, side by side in this process (alternating, median of "
             f"{max(3, result['repeat'])} runs each, batches of {result['batch_size']}):",
             "",
             *md_table(header, speed),

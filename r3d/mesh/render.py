@@ -14,18 +14,21 @@ Conventions
   face's front side (per its winding).
 * Hit distances are recomputed in float64 from the hit triangle's plane, so the points back-projected
   from ``depth`` lie exactly on the rendered faces (embree itself works in float32).
-* Rays are cast with exactly the float32 inputs trimesh's embree intersector would use, but only those
-  that can hit (pixels inside a face's or the mesh's projected box); the maps equal casting every ray.
+* First hits are embree's, with exactly the float32 inputs trimesh's embree intersector would use, but
+  a compiled float64 pre-pass (:mod:`r3d.mesh._raycast_jit`) settles every ray whose answer float32
+  rounding cannot change, and embree casts only the rest (a few percent, near edges and silhouettes);
+  the maps equal casting every ray.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import trimesh
@@ -33,6 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from r3d.core.errors import R3DError
 from r3d.core.io import atomic_write
+from r3d.mesh import _embree
 from r3d.mesh.io import check_mesh
 
 try:  # embree is ~100x faster than trimesh's pure-numpy intersector
@@ -137,7 +141,7 @@ def orbit_cameras(
     return cameras
 
 
-@lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=16)
 def _camera_rays(size: int, fov_deg: float) -> np.ndarray:
     """(size·size, 3) unit ray directions in camera space through pixel centres, row-major, row 0 on top."""
     half = math.tan(math.radians(fov_deg) / 2.0)
@@ -150,86 +154,30 @@ def _camera_rays(size: int, fov_deg: float) -> np.ndarray:
     return rays
 
 
-def _candidate_pixels(vertices: np.ndarray, corners: np.ndarray, cameras: Sequence[Camera]) -> np.ndarray:
-    """(n_views·size²,) bool: pixels whose ray may hit a face — inside some face's projected bounding
-    box, padded by one pixel (the box of all vertices when faces outnumber a quarter of the pixels);
-    every pixel of a view that has a vertex not in front of its camera.
-
-    ``corners`` (3, F) are the faces' vertex indices. A ray through the camera centre can only hit a
-    triangle whose projection (a triangle, all corners in front) contains the ray's pixel centre, so
-    every ray left out misses.
-    """
-    size, n = cameras[0].size, len(cameras)
-    positions = np.stack([c.position for c in cameras])[:, None, :]
-    p = (vertices[None] - positions) @ np.stack([c.rotation for c in cameras])  # (n, V, 3) camera space
-    depth = -p[..., 2]
-    in_front = (depth > 1e-9 * (1.0 + np.abs(p).max(axis=(1, 2)))[:, None]).all(axis=1)
-    depth = np.where(in_front[:, None], depth, 1.0)
-    scale = size / (2.0 * math.tan(math.radians(cameras[0].fov_deg) / 2.0))
-    centre = size / 2.0 - 0.5
-    col = (p[..., 0] / depth * scale + centre).clip(-2.0, size + 1.0)  # continuous pixel coordinates
-    row = (centre - p[..., 1] / depth * scale).clip(-2.0, size + 1.0)
-    low = [(np.floor(x) - 1).astype(np.int32) for x in (col, row)]  # per vertex, padded one pixel
-    high = [(np.ceil(x) + 1).astype(np.int32) for x in (col, row)]
-    if corners.shape[1] > size * size // 4:
-        # many small faces: their boxes tile the silhouette; the vertices' box costs far less to find
-        covered = np.zeros((n, size, size), dtype=bool)
-        for k in range(n):
-            r0, r1 = max(low[1][k].min(), 0), min(high[1][k].max(), size - 1) + 1
-            c0, c1 = max(low[0][k].min(), 0), min(high[0][k].max(), size - 1) + 1
-            covered[k, r0:r1, c0:c1] = True
-        covered[~in_front] = True
-        return covered.reshape(-1)
-    bounds = []
-    for lo, hi in zip(low, high, strict=True):
-        a, b = lo[:, corners], hi[:, corners]  # (n, 3, F)
-        bounds += [np.minimum(np.minimum(a[:, 0], a[:, 1]), a[:, 2]).ravel()]
-        bounds += [np.maximum(np.maximum(b[:, 0], b[:, 1]), b[:, 2]).ravel()]
-    lo_c, hi_c, lo_r, hi_r = bounds
-    view = np.repeat(np.arange(n), corners.shape[1])
-    inside = (hi_c >= 0) & (lo_c < size) & (hi_r >= 0) & (lo_r < size)
-    lo_c, hi_c = lo_c[inside].clip(0, size - 1), hi_c[inside].clip(0, size - 1) + 1
-    lo_r, hi_r = lo_r[inside].clip(0, size - 1), hi_r[inside].clip(0, size - 1) + 1
-    width = size + 1  # union of the rectangles: a 2-D difference array and two cumulative sums
-    base = view[inside] * width * width
-    ends = np.concatenate(
-        [lo_r * width + lo_c, hi_r * width + hi_c, lo_r * width + hi_c, hi_r * width + lo_c]
-    )
-    signs = np.repeat([1.0, 1.0, -1.0, -1.0], len(lo_c))
-    cover = np.bincount(np.tile(base, 4) + ends, weights=signs, minlength=n * width * width)
-    covered = cover.reshape(n, width, width).cumsum(axis=1).cumsum(axis=2)[:, :size, :size] > 0.5
-    covered[~in_front] = True
-    return covered.reshape(-1)
-
-
-def _columns(array: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The columns of a read-only (N, k) array as contiguous, read-only (N,) arrays."""
-    columns = tuple(np.ascontiguousarray(c) for c in array.T)
-    for c in columns:
-        c.setflags(write=False)
-    return columns
-
-
-@lru_cache(maxsize=16)
-def _camera_ray_columns(size: int, fov_deg: float) -> tuple[np.ndarray, ...]:
-    """:func:`_camera_rays` as its x, y, z columns."""
-    return _columns(_camera_rays(size, fov_deg))
-
-
-@lru_cache(maxsize=16)
-def _ray_directions(
-    size: int, fov_deg: float, rotations: bytes
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+@functools.lru_cache(maxsize=16)
+def _ray_directions(size: int, fov_deg: float, rotations: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World ray directions (n·size², 3) float64 of the cameras with these (n, 3, 3) ``rotations``, in
-    render order; the same as trimesh hands them to embree (float32, unitised in float32); and the
-    float64 directions' x, y, z columns."""
+    render order; the same as trimesh hands them to embree (float32, unitised in float32); and these
+    as float64."""
     rays_cam = _camera_rays(size, fov_deg)
     turn = np.frombuffer(rotations, dtype=np.float64).reshape(-1, 3, 3)
     directions = np.concatenate([rays_cam @ r.T for r in turn])
     unit = trimesh.util.unitize(np.array(directions, dtype=np.float32)).astype(np.float32)
-    directions.setflags(write=False)
-    unit.setflags(write=False)
-    return directions, unit, _columns(directions)
+    unit64 = unit.astype(np.float64)
+    for array in (directions, unit, unit64):
+        array.setflags(write=False)
+    return directions, unit, unit64
+
+
+_UNDECIDED = -2  # r3d.mesh._raycast_jit.UNDECIDED
+
+
+@functools.cache
+def _jit() -> ModuleType:
+    """The compiled kernels, :mod:`r3d.mesh._raycast_jit` (imported on first use: numba loads in ~0.7 s)."""
+    from r3d.mesh import _raycast_jit
+
+    return _raycast_jit
 
 
 def _trimesh_scale(vertices: np.ndarray, faces: np.ndarray) -> float:
@@ -244,34 +192,71 @@ def _trimesh_scale(vertices: np.ndarray, faces: np.ndarray) -> float:
     return 1.0 if scale < trimesh.tol.zero else scale
 
 
+def _embree_frame(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> tuple[np.ndarray, np.ndarray]:
+    """The scene as trimesh's ``_EmbreeWrap`` hands it to embree: float32 vertices (V, 3) and camera
+    origins (n_views, 3), shifted to the vertices' minimum corner and scaled to ~100 units (100 /
+    ``mesh.scale``)."""
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    positions = np.stack([c.position for c in cameras]).astype(np.float64)
+    origin = vertices.min(axis=0)
+    scale = 100.0 / _trimesh_scale(vertices, np.asarray(mesh.faces))
+    scaled = ((vertices - origin) * scale).astype(np.float32)
+    origins = ((positions.astype(np.float32).astype(np.float64) - origin) * scale).astype(np.float32)
+    return scaled, origins
+
+
+def _decided_hits(
+    mesh: trimesh.Trimesh,
+    cameras: Sequence[Camera],
+    unit64: np.ndarray,
+    scaled: np.ndarray,
+    origins: np.ndarray,
+) -> np.ndarray:
+    """(n_views·size²,) int64 first-hit faces that embree's float32 rounding cannot change (−1: a
+    certain miss), −2 for the rays left undecided: :func:`r3d.mesh._raycast_jit.certain_hits` on the
+    scene of :func:`_embree_frame` (``scaled``, ``origins``); ``unit64`` the float32 unit ray
+    directions as float64."""
+    return _jit().certain_hits(
+        scaled.astype(np.float64),
+        np.asarray(mesh.faces, dtype=np.int64),
+        origins.astype(np.float64),
+        unit64,
+        np.ascontiguousarray(mesh.vertices, dtype=np.float64),
+        np.stack([c.position for c in cameras]).astype(np.float64),
+        np.stack([c.rotation for c in cameras]).astype(np.float64),
+        cameras[0].size / (2.0 * math.tan(math.radians(cameras[0].fov_deg) / 2.0)),
+    )
+
+
 def _first_hits(
-    mesh: trimesh.Trimesh, cameras: Sequence[Camera], directions: np.ndarray, unit: np.ndarray
+    mesh: trimesh.Trimesh,
+    cameras: Sequence[Camera],
+    directions: np.ndarray,
+    unit: np.ndarray,
+    unit64: np.ndarray,
 ) -> np.ndarray:
     """(n_views·size²,) int64 index of the first face each camera ray hits, −1 for none.
 
     The same hits as trimesh's embree ``intersects_first`` (the same float32 rays and scaled scene), but
-    rays that cannot hit (:func:`_candidate_pixels`) are not cast.
+    embree only casts the rays that :func:`_decided_hits` leaves undecided (near an edge, a silhouette
+    or a second surface: a few percent); embree is not called when there are none.
     """
     n_pix = cameras[0].size ** 2
-    positions = np.stack([c.position for c in cameras]).astype(np.float64)
     if _embree_scene is None:  # pragma: no cover - no embree: trimesh's intersector, every ray
-        origins = np.repeat(positions, n_pix, axis=0)
+        origins = np.repeat(np.stack([c.position for c in cameras]), n_pix, axis=0)
         return np.asarray(_Intersector(mesh).intersects_first(origins, directions), dtype=np.int64)
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    faces = np.asarray(mesh.faces)
-    rays = np.flatnonzero(_candidate_pixels(vertices, np.ascontiguousarray(faces.T), cameras))
-    tri = np.full(len(cameras) * n_pix, -1, dtype=np.int64)
-    if len(rays) == 0:
-        return tri
-    # trimesh's _EmbreeWrap: the scene shifted to its minimum corner and scaled to ~100 units (mesh.scale)
-    origin = vertices.min(axis=0)
-    scale = 100.0 / _trimesh_scale(vertices, faces)
-    scene = _embree_scene.EmbreeScene()
-    scaled = ((vertices - origin) * scale).astype(np.float32)
-    _EmbreeMesh(scene=scene, vertices=scaled, indices=faces.astype(np.int32))
-    per_view = np.bincount(rays // n_pix, minlength=len(cameras))
-    origins = ((positions.astype(np.float32).astype(np.float64) - origin) * scale).astype(np.float32)
-    tri[rays] = scene.run(np.repeat(origins, per_view, axis=0), unit[rays])
+    scaled, origins = _embree_frame(mesh, cameras)
+    tri = _decided_hits(mesh, cameras, unit64, scaled, origins)
+    rays = np.flatnonzero(tri == _UNDECIDED)
+    if len(rays):
+        faces = np.asarray(mesh.faces)
+        ray_origins = np.repeat(origins, np.bincount(rays // n_pix, minlength=len(cameras)), axis=0)
+        found = _embree.first_faces(scaled, faces, ray_origins, unit[rays])
+        if found is None:  # pragma: no cover - embreex without its bundled library file
+            scene = _embree_scene.EmbreeScene()
+            _EmbreeMesh(scene=scene, vertices=scaled, indices=faces.astype(np.int32))
+            found = scene.run(ray_origins, unit[rays])
+        tri[rays] = found
     return tri
 
 
@@ -302,43 +287,23 @@ def _check_cameras(cameras: Sequence[Camera]) -> tuple[int, float]:
 def cast_rays(mesh: trimesh.Trimesh, cameras: Sequence[Camera]) -> RayHits:
     """Cast every pixel ray of ``cameras`` (shared size and fov) at ``mesh`` (not normalised here).
 
-    One embree call for all views, only for the rays that can hit; per-hit quantities in float64,
-    computed coordinate by coordinate with the summation order of the (N, 3) forms (``np.cross``,
-    ``np.einsum``, ``np.linalg.norm``), so they are bit-identical to them.
+    First hits from :func:`_first_hits`; per-hit quantities in float64 (compiled,
+    :func:`r3d.mesh._raycast_jit.hit_geometry`), computed coordinate by coordinate with the summation
+    order of the (N, 3) forms (``np.cross``, ``np.einsum``, ``np.linalg.norm``), so they are
+    bit-identical to them.
     """
     size, fov = _check_cameras(cameras)
-    n_pix = size * size
     rotations = np.stack([c.rotation for c in cameras]).astype(np.float64)
-    directions, unit, columns = _ray_directions(size, fov, rotations.tobytes())
+    directions, unit, unit64 = _ray_directions(size, fov, rotations.tobytes())
     positions = np.stack([c.position for c in cameras]).astype(np.float64)
-    faces = np.asarray(mesh.faces)
-    coords = np.asarray(mesh.vertices, dtype=np.float64).T
-    tri = _first_hits(mesh, cameras, directions, unit)
-
-    # per face (bit-identical to per hit: the same operands): edge cross product and its norm
-    corner = [faces[:, k] for k in range(3)]
-    v0 = [c[corner[0]] for c in coords]
-    a = [c[corner[1]] - o for c, o in zip(coords, v0, strict=True)]
-    b = [c[corner[2]] - o for c, o in zip(coords, v0, strict=True)]
-    face_cross = np.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
-    face_norm = np.sqrt(
-        (face_cross[0] * face_cross[0] + face_cross[1] * face_cross[1]) + face_cross[2] * face_cross[2]
+    tri = _first_hits(mesh, cameras, directions, unit, unit64)
+    hit, t, normals, front = _jit().hit_geometry(
+        tri,
+        np.asarray(mesh.faces, dtype=np.int64),
+        np.ascontiguousarray(mesh.vertices, dtype=np.float64),
+        positions,
+        directions,
     )
-
-    hit = np.flatnonzero(tri >= 0)
-    face = tri[hit]
-    cross = face_cross[:, face]
-    d = [c[hit] for c in columns]
-    denom = (cross[0] * d[0] + cross[2] * d[2]) + cross[1] * d[1]  # np.einsum("ij,ij->i") order
-    ok = np.abs(denom) > 1e-300  # embree never reports zero-area faces, but guard the division
-    if not ok.all():
-        hit, face, denom, cross = hit[ok], face[ok], denom[ok], cross[:, ok]
-    origin = positions[hit // n_pix].T
-    w = [c[corner[0][face]] - o for c, o in zip(coords, origin, strict=True)]
-    t = ((cross[0] * w[0] + cross[2] * w[2]) + cross[1] * w[1]) / denom
-    front = denom < 0  # the winding normal points against the ray, i.e. towards the camera
-    unit_normal = [c / face_norm[face] for c in cross]
-    normals = np.stack([np.where(front, c, -c) for c in unit_normal], axis=1)
     return RayHits(tri, hit, t, normals, front)
 
 
@@ -355,7 +320,7 @@ def render_views(
 ) -> list[RenderedView]:
     """Ray-cast ``mesh`` from orbiting cameras (see :func:`orbit_cameras`; or pass ``cameras``).
 
-    All views are cast in one embree call (:func:`cast_rays`). With ``normalize`` (default) the mesh is
+    All views are cast together (:func:`cast_rays`). With ``normalize`` (default) the mesh is
     first scaled to the unit sphere; without it, the caller is responsible for the mesh fitting the cameras.
     """
     if normalize:

@@ -18,7 +18,8 @@ scores 0. Not differentiable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from r3d.mesh.render import (
     Camera,
     RayHits,
     RenderedView,
-    _camera_ray_columns,
+    _camera_rays,
     camera_points,
     cast_rays,
     normalize_unit_sphere,
@@ -110,53 +111,31 @@ def normal_consistency(views: Sequence[RenderedView]) -> float:
 def _hit_consistency(hits: RayHits, cameras: Sequence[Camera]) -> float:
     """:func:`normal_consistency` of the views of ``hits``, computed on the hit pixels only.
 
-    Pixel by pixel the same arithmetic as :func:`normals_from_depth` on full images (neighbours looked
-    up in flat per-view images; sums in the order of ``np.cross`` / ``np.einsum`` / ``np.linalg.norm``),
-    so the value is bit-identical to rendering the views and calling :func:`normal_consistency`.
+    Pixel by pixel the same arithmetic as :func:`normals_from_depth` on full images (the compiled
+    :func:`r3d.rewards._normal_jit.hit_cosines`), and each view's cosines summed by NumPy in pixel
+    order, so the value is bit-identical to rendering the views and calling :func:`normal_consistency`.
     """
-    size = cameras[0].size
-    n_pix, n_views = size * size, len(cameras)
-    p = hits.hit  # ascending: view-major, then row-major within a view
-    view, pix = p // n_pix, p % n_pix
-    row, col = pix // size, pix % size
-    ray = [c[pix] for c in _camera_ray_columns(size, cameras[0].fov_deg)]
-    depth = hits.t * -ray[2]
-    points = [r * (depth / -ray[2]) for r in ray]
-    image = np.zeros((3, n_views * n_pix))
-    image[:, p] = points
-    hit_image = np.zeros(n_views * n_pix + size, dtype=bool)  # padded: p + size stays in range
-    hit_image[p] = True
-
-    def tangent(step: int, has_next: np.ndarray, has_prev: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        nxt, prv = p + step, np.maximum(p - step, 0)
-        fwd_ok, bwd_ok = has_next & hit_image[nxt], has_prev & hit_image[prv]
-        fwd = [image[k][np.minimum(nxt, len(image[k]) - 1)] - points[k] for k in range(3)]
-        bwd = [points[k] - image[k][prv] for k in range(3)]
-        use_fwd = fwd_ok & (~bwd_ok | (np.abs(fwd[2]) <= np.abs(bwd[2])))
-        return [np.where(use_fwd, f, b) for f, b in zip(fwd, bwd, strict=True)], fwd_ok | bwd_ok
-
-    tx, ok_x = tangent(1, col < size - 1, col > 0)
-    td, ok_y = tangent(size, row < size - 1, row > 0)
-    up = [-x for x in td]
-    cross = [tx[1] * up[2] - tx[2] * up[1], tx[2] * up[0] - tx[0] * up[2], tx[0] * up[1] - tx[1] * up[0]]
-    norm = np.sqrt((cross[0] * cross[0] + cross[1] * cross[1]) + cross[2] * cross[2])
-    valid = ok_x & ok_y & (norm > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        est = [np.where(norm > 0, c / norm, 0.0) for c in cross]
-    away = [-x for x in points]
-    facing_away = ((est[0] * away[0] + est[2] * away[2]) + est[1] * away[1]) < 0
-    est = [np.where(facing_away, -e, e) for e in est]
-
-    total, count = 0.0, 0
-    bounds = np.searchsorted(view, np.arange(n_views + 1))
+    size, n_pix = cameras[0].size, cameras[0].size ** 2
+    bounds = np.searchsorted(hits.hit, np.arange(len(cameras) + 1) * n_pix)
+    rendered = np.empty_like(hits.normals)
     for k, cam in enumerate(cameras):
         sl = slice(bounds[k], bounds[k + 1])
-        rendered = (hits.normals[sl] @ cam.rotation).astype(np.float32).astype(np.float64).T
-        cos = (est[0][sl] * rendered[0] + est[2][sl] * rendered[2]) + est[1][sl] * rendered[1]
-        cos = cos[valid[sl]]
-        total += float(cos.sum())
-        count += int(cos.size)
+        rendered[sl] = (hits.normals[sl] @ cam.rotation).astype(np.float32)
+    cos, valid = _cosines()(hits.hit, hits.t, _camera_rays(size, cameras[0].fov_deg), rendered, len(cameras))
+    total, count = 0.0, 0
+    for k in range(len(cameras)):
+        view_cos = cos[bounds[k] : bounds[k + 1]][valid[bounds[k] : bounds[k + 1]]]
+        total += float(view_cos.sum())
+        count += int(view_cos.size)
     return max(0.0, total / count) if count else 0.0
+
+
+@functools.cache
+def _cosines() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """:func:`r3d.rewards._normal_jit.hit_cosines`, imported (with numba) on first use."""
+    from r3d.rewards._normal_jit import hit_cosines
+
+    return hit_cosines
 
 
 class NormalReward:

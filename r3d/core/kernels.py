@@ -58,11 +58,17 @@ def gaussian_log_prob(
     sample: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, reduce: Reduce = "mean"
 ) -> torch.Tensor:
     """log N(sample; mean, std²), reduced over non-batch dims; zero where std == 0 (a delta)."""
-    sample = sample.detach()
+    # −d²/(2s²) is computed as d²/(−2s²) (the same float: negation is exact) and in place on the
+    # fresh temporaries, so that only the small std tensor is negated and no large buffer is
+    # allocated twice; the masks are skipped when no std is zero (the common stochastic step).
     deterministic = std == 0
-    safe_std = torch.where(deterministic, torch.ones_like(std), std)
-    log_prob = -((sample - mean) ** 2) / (2 * safe_std**2) - torch.log(safe_std) - _LOG_SQRT_2PI
-    log_prob = torch.where(deterministic, torch.zeros_like(log_prob), log_prob)
+    has_delta = bool(deterministic.any())
+    safe_std = torch.where(deterministic, torch.ones_like(std), std) if has_delta else std
+    diff = sample.detach() - mean
+    log_prob = diff**2 if diff.requires_grad else diff.pow_(2)  # autograd needs diff for backward
+    log_prob = log_prob.div_(-2 * safe_std**2).sub_(torch.log(safe_std)).sub_(_LOG_SQRT_2PI)
+    if has_delta:
+        log_prob = torch.where(deterministic, torch.zeros_like(log_prob), log_prob)
     if reduce == "none":
         return log_prob
     dims = tuple(range(1, log_prob.ndim))
@@ -84,9 +90,10 @@ def standard_normal(
         return torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
     if len(generator) != shape[0]:
         raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
-    return torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in generator]).to(
-        device
-    )
+    noise = torch.empty(shape, dtype=torch.float32)
+    for row, g in zip(noise, generator, strict=True):
+        row.normal_(generator=g)  # = torch.randn(shape[1:], generator=g): rows are contiguous
+    return noise.to(device)
 
 
 def _finish(
@@ -96,8 +103,8 @@ def _finish(
     generator: Generators,
     reduce: Reduce,
 ) -> StepOutput:
-    if prev_sample is None:
-        prev_sample = mean + std * standard_normal(mean.shape, generator, mean.device)
+    if prev_sample is None:  # mean + std·ε, in place on the fresh noise (the same floats)
+        prev_sample = standard_normal(mean.shape, generator, mean.device).mul_(std).add_(mean)
     else:
         prev_sample = prev_sample.float()
     return StepOutput(prev_sample, gaussian_log_prob(prev_sample, mean, std, reduce), mean, std)
@@ -141,7 +148,8 @@ def flow_sde_step(
     else:
         denom_sigma = s
     sigma_t = noise_level * torch.sqrt(s / (1 - denom_sigma))
-    mean = x * (1 + sigma_t**2 / (2 * s) * dt) + v * (1 + sigma_t**2 * (1 - s) / (2 * s)) * dt
+    var, two_s = sigma_t**2, 2 * s
+    mean = (v * (1 + var * (1 - s) / two_s)).mul_(dt).add_(x * (1 + var / two_s * dt))
     std = sigma_t * torch.sqrt(-dt)
     return _finish(mean, std, prev_sample, generator, reduce)
 

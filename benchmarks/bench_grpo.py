@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RECIPE, ROOT, caption, md_table, ratio, timed, write_result  # noqa: E402
 from r3d.core.config import GRPORecipe  # noqa: E402
+from r3d.core.lora import adapter_disabled  # noqa: E402
 from r3d.core.recipe import load_recipe  # noqa: E402
 from r3d.runner import make_trainer  # noqa: E402
 
@@ -56,7 +57,7 @@ def bare_passes(trainer: Any, n_samples: int, n_train_steps: int, repeat: int = 
         for _ in range(chunks * cfg.train.inner_epochs * n_train_steps):
             policy.velocity(x, sigma, cond).square().mean().backward()
             if cfg.train.kl_beta > 0:
-                with torch.no_grad(), trainer.peft.disable_adapter():
+                with torch.no_grad(), adapter_disabled(trainer.peft):
                     policy.velocity(x, sigma, cond)
 
     _, t_sample = timed(sampling, repeat)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -36,18 +35,34 @@ PredictionType = Literal["epsilon", "sample", "v_prediction"]
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-@dataclass
 class StepOutput:
     """Result of one transition x_σ → x_σ'.
 
     prev_sample: (B, ...) the next sample; log_prob: (B,) (or (B, ...) with reduce="none");
     mean, std: the Gaussian transition N(mean, std²); std broadcastable to mean (B, 1, ..., 1).
+    The kernels defer ``log_prob`` to its first read (a KL reference step never reads it); it is
+    computed then under the grad mode of the kernel call, from that call's tensors.
     """
 
-    prev_sample: torch.Tensor
-    log_prob: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
+    def __init__(
+        self,
+        prev_sample: torch.Tensor,
+        log_prob: torch.Tensor | Callable[[], torch.Tensor],
+        mean: torch.Tensor,
+        std: torch.Tensor,
+    ) -> None:
+        self.prev_sample, self.mean, self.std = prev_sample, mean, std
+        self._log_prob = log_prob
+
+    @property
+    def log_prob(self) -> torch.Tensor:
+        if callable(self._log_prob):
+            self._log_prob = self._log_prob()
+        return self._log_prob
+
+    @log_prob.setter
+    def log_prob(self, value: torch.Tensor) -> None:
+        self._log_prob = value
 
 
 def _per_sample(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -154,7 +169,13 @@ def _finish(
         prev_sample = standard_normal(mean.shape, generator, mean.device).mul_(std).add_(mean)
     else:
         prev_sample = prev_sample.float()
-    return StepOutput(prev_sample, _log_density(prev_sample, mean, density, reduce), mean, std)
+    grad = torch.is_grad_enabled()
+
+    def log_prob() -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            return _log_density(prev_sample, mean, density, reduce)
+
+    return StepOutput(prev_sample, log_prob, mean, std)
 
 
 def _ode_factors(s: torch.Tensor, s_next: torch.Tensor) -> Factors:

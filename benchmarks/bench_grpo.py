@@ -6,9 +6,16 @@ It runs one warm-up and N timed iterations of the recipe (default recipes/tiny_m
 temporary folder and reports the median seconds per iteration spent sampling, decoding, scoring and
 training. It then times the bare network work those phases perform — the same number of forward
 passes (sampling) and forward + backward passes (training, plus the reference model's forward when
-the recipe has a KL term) with the same batch shapes, called directly on the LoRA-wrapped network —
-and reports r3d's loop time as a ratio of that bare time (1.0 = no overhead).
+the recipe has a KL term, and the optimizer's steps) with the same batch shapes, called directly on
+the LoRA-wrapped network — and reports r3d's loop time as a ratio of that bare time (1.0 = no
+overhead). What remains above 1.0 is the sampler's own work (per-sample noise draws, the transition
+means and log-densities), the loss, KL and their gradients, and the loop's bookkeeping.
 Writes grpo.json and grpo.md into --out (default benchmarks/results).
+
+Definition change (issue #18): the bare training passes now include the AdamW step of each update
+(work the loop must do), and the reference forward runs under r3d.core.lora.adapter_disabled, as the
+trainer now does; before, it ran under peft's ``disable_adapter()``, whose per-call model scan
+(≈ 2 ms per call for tiny-shapes) counted as bare network time.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RECIPE, ROOT, caption, md_table, ratio, timed, write_result  # noqa: E402
 from r3d.commands.runner import make_trainer  # noqa: E402
 from r3d.core.config import GRPORecipe  # noqa: E402
+from r3d.core.lora import adapter_disabled  # noqa: E402
 from r3d.core.recipe import load_recipe  # noqa: E402
 
 PHASES = ("sample_s", "decode_s", "reward_s", "train_s")
@@ -38,7 +46,9 @@ def bare_passes(trainer: Any, n_samples: int, n_train_steps: int, repeat: int = 
 
     Sampling: ``num_steps`` forwards per chunk of ``train.batch_size`` samples, without grad.
     Training: per chunk, inner epoch and trained step one forward + backward, plus one forward with
-    the adapter disabled when ``train.kl_beta`` > 0 (the KL reference), as the trainer does.
+    the adapter disabled when ``train.kl_beta`` > 0 (the KL reference), as the trainer does; and one
+    optimizer step per chunk and inner epoch (the trainer's updates without ``train.samples_per_update``).
+    The optimizer steps change the trainer's adapter: call this after timing the trainer.
     """
     cfg, policy = trainer.cfg, trainer.policy
     b = min(cfg.train.batch_size, n_samples)
@@ -53,11 +63,14 @@ def bare_passes(trainer: Any, n_samples: int, n_train_steps: int, repeat: int = 
                 policy.velocity(x, sigma, cond)
 
     def training() -> None:
-        for _ in range(chunks * cfg.train.inner_epochs * n_train_steps):
-            policy.velocity(x, sigma, cond).square().mean().backward()
-            if cfg.train.kl_beta > 0:
-                with torch.no_grad(), trainer.peft.disable_adapter():
-                    policy.velocity(x, sigma, cond)
+        for _ in range(chunks * cfg.train.inner_epochs):
+            trainer.optimizer.zero_grad(set_to_none=True)
+            for _ in range(n_train_steps):
+                policy.velocity(x, sigma, cond).square().mean().backward()
+                if cfg.train.kl_beta > 0:
+                    with torch.no_grad(), adapter_disabled(trainer.peft):
+                        policy.velocity(x, sigma, cond)
+            trainer.optimizer.step()
 
     _, t_sample = timed(sampling, repeat)
     _, t_train = timed(training, repeat)

@@ -12,6 +12,7 @@ from r3d.core.kernels import (
     flow_sde_step,
     gaussian_log_prob,
     ode_step,
+    standard_normal,
 )
 
 torch.manual_seed(0)
@@ -211,3 +212,66 @@ def test_a_kernel_that_cannot_drive_the_model_is_a_one_line_error():
         check_kernel(ddpm, "flow_sde", "tiny_motion")
     with pytest.raises(R3DError, match="'ddim' does not apply to the policy, a flow-matching"):
         check_kernel(flow, "ddim")
+
+
+def test_per_sample_generators_draw_what_randn_draws():
+    """Noise from one generator per sample: row i is exactly torch.randn(row shape, generator=g_i)
+    (a 1000-value row: not a multiple of torch's 16-value normal blocks)."""
+    gens = [torch.Generator().manual_seed(i) for i in range(5)]
+    noise = standard_normal(torch.Size((5, 10, 10, 10)), gens)
+    for i, row in enumerate(noise):
+        assert torch.equal(row, torch.randn((10, 10, 10), generator=torch.Generator().manual_seed(i)))
+
+
+def _kernel_calls():
+    return {
+        "flow_sde": lambda v, s, sn, **kw: flow_sde_step(v, X, s, sn, 0.7, sigma_max=0.9, **kw),
+        "flow_cps": lambda v, s, sn, **kw: flow_cps_step(v, X, s, sn, 0.7, **kw),
+        "dance_sde": lambda v, s, sn, **kw: dance_sde_step(v, X, s, sn, 0.3, **kw),
+        "ddim": lambda v, s, sn, **kw: ddim_step(v, X, 1 - s, 1 - sn, 1.0, "v_prediction", **kw),
+        "ode": lambda v, s, sn, **kw: ode_step(v, X, s, sn),
+    }
+
+
+@pytest.mark.parametrize("name", list(_kernel_calls()))
+@pytest.mark.parametrize("s,sn", [(1.0, 0.9), (0.5, 0.3), (0.2, 0.0)])
+def test_float_times_give_the_floats_of_tensor_times(name, s, sn):
+    """Float times (cached factors, as transition passes them) and (B,) tensor times give bitwise the
+    same sample, mean, std, log-prob and gradient, at the first and at a repeated (cached) call."""
+    if name == "ddim" and s == 1.0:
+        return  # ᾱ = 0: no DDIM step starts from pure noise
+    results = []
+    for times in [(torch.full((B,), s), torch.full((B,), sn)), (s, sn), (s, sn)]:
+        v = V.clone().requires_grad_()
+        out = _kernel_calls()[name](v, *times, generator=[torch.Generator().manual_seed(i) for i in range(B)])
+        (out.log_prob.sum() + out.prev_sample.square().sum()).backward()
+        results.append([out.prev_sample.detach(), out.mean.detach(), out.std, out.log_prob.detach(), v.grad])
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_log_prob_is_the_written_formula_bit_for_bit():
+    """The in-place log-density equals −(x − μ)²/(2σ²) − log σ − ½·log 2π, its gradient too."""
+    mean = torch.randn(B, 3, 5, 5, requires_grad=True)
+    std = torch.rand(B, 1, 1, 1) + 0.1
+    lp = gaussian_log_prob(X, mean, std)
+    lp.sum().backward()
+    mean_ref = mean.detach().clone().requires_grad_()
+    ref = (-((X - mean_ref) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)).mean(
+        dim=(1, 2, 3)
+    )
+    ref.sum().backward()
+    assert torch.equal(lp, ref) and torch.equal(mean.grad, mean_ref.grad)
+
+
+def test_deferred_log_prob_keeps_the_grad_mode_of_the_kernel_call():
+    """log_prob is computed at its first read, under the grad mode the kernel ran in."""
+    v = V.clone().requires_grad_()
+    with torch.no_grad():
+        quiet = flow_sde_step(v, X, 0.5, 0.4, prev_sample=X)
+    assert quiet.log_prob.grad_fn is None
+    tracked = flow_sde_step(v, X, 0.5, 0.4, prev_sample=X)
+    with torch.no_grad():
+        lp = tracked.log_prob
+    assert lp.grad_fn is not None and torch.equal(lp, quiet.log_prob)

@@ -29,6 +29,7 @@ from r3d.core.errors import R3DError
 from r3d.core.gold import EvalContext, GoldSet, OverOptimisationGuard, describe
 from r3d.core.io import append_jsonl, atomic_write_text, read_jsonl
 from r3d.core.kernels import StepOutput
+from r3d.core.lora import adapter_disabled
 from r3d.core.losses import flow_grpo_kl, gaussian_kl, grpo_policy_loss
 from r3d.core.policy import Policy, SavesPreview
 from r3d.core.recipe import save_resolved
@@ -119,8 +120,8 @@ class GRPOTrainer:
                 f"prompts_per_iteration × group_size = {n_samples} must divide by the {self.world} processes"
             )
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay
-        )
+            self.params, lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay, foreach=True
+        )  # foreach: one call over the adapter's tensors (the same floats as the per-tensor loop)
         self.tracker = PerPromptStatTracker(
             buffer_size=t.buffer_size,
             min_count=t.buffer_min_count,
@@ -266,8 +267,8 @@ class GRPOTrainer:
         return Rollout(
             prompts=list(prompts),
             cond=cond,
-            latents=torch.cat([t.latents for t in trajs]),
-            log_probs=torch.cat([t.log_probs for t in trajs]),
+            latents=_cat([t.latents for t in trajs]),
+            log_probs=_cat([t.log_probs for t in trajs]),
             has_density=trajs[0].has_density,
         )
 
@@ -301,7 +302,7 @@ class GRPOTrainer:
         dist.average_gradients(self.params)
         max_norm = self.cfg.train.max_grad_norm
         if max_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * weight
         self.optimizer.step()
         if self.ema is not None:
@@ -339,7 +340,7 @@ class GRPOTrainer:
         policy_loss, m = grpo_policy_loss(out.log_prob, old, advantages[idx], t.clip_range)
         loss = policy_loss
         if t.kl_beta > 0:
-            with torch.no_grad(), self.peft.disable_adapter():
+            with torch.no_grad(), adapter_disabled(self.peft):
                 ref = self.replay(step, x, cond, x_next)
             kl = self._kl(step, out, ref).mean()
             loss = loss + t.kl_beta * kl
@@ -620,6 +621,11 @@ class GRPOTrainer:
                 if key != "iteration":
                     writer.add_scalar(key, value, int(metrics["iteration"]))
             writer.flush()
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat, without copying a single tensor (one chunk: ~0.2 ms for tiny-shapes' latents)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
 def _json_line(record: dict) -> str:

@@ -31,6 +31,7 @@ import torch
 from r3d.core.checkpoint import load_state
 from r3d.core.errors import R3DError
 from r3d.core.grpo import GRPOTrainer, StepLoss
+from r3d.core.lora import adapter_disabled
 from r3d.core.losses import gaussian_kl
 from r3d.core.nabla_loss import nabla_loss, reward_score
 from r3d.core.rewards import LatentReward, RewardMix
@@ -192,7 +193,7 @@ class NablaTrainer(GRPOTrainer):
             m["reward_clip_frac"] = stats["clipped"].mean()
         else:
             target = torch.zeros_like(x_next)
-        with torch.no_grad(), self.peft.disable_adapter():
+        with torch.no_grad(), adapter_disabled(self.peft):
             ref = self.replay(step, x, cond, x_next)
         out = self.replay(step, x, cond, x_next)
         per_sample, residual_norm = nabla_loss(out.mean, ref.mean, out.std, target)

@@ -121,11 +121,11 @@ def transition(
     For DDPM policies "ode" means DDIM with η = 0 and any other kernel means DDIM with
     η = ``noise_level``; a ``likelihood_mask`` of the policy restricts the log-prob mean.
     """
-    b = x.shape[0]
     out = network_output(policy, schedule, step, x, cond)
+    # The kernels get the times as floats (the same fp32 values), so that they reuse the factors
+    # they computed for this step before (kernels._factors) instead of rebuilding them each call.
+    s, s_next = float(schedule.points[step]), float(schedule.points[step + 1])
     if schedule.kind == "flow":
-        s = schedule.points[step].expand(b)
-        s_next = schedule.points[step + 1].expand(b)
         v = out
         if kernel == "ode":
             return ode_step(v, x, s, s_next)
@@ -144,8 +144,8 @@ def transition(
     step_out = ddim_step(
         out,
         x,
-        schedule.points[step].expand(b),
-        schedule.points[step + 1].expand(b),
+        s,
+        s_next,
         eta,
         policy.prediction_type,
         prev_sample=prev_sample,
@@ -192,16 +192,23 @@ def sample(
         sde_steps = torch.zeros(t_count, dtype=torch.bool)
     x = noise.float()
     latents = [x]
-    log_probs = torch.zeros(x.shape[0], t_count)
-    has_density = torch.zeros(t_count, dtype=torch.bool)
-    for i in range(t_count):
-        k = kernel if bool(sde_steps[i]) else "ode"
-        out = transition(policy, schedule, i, x, cond, kernel=k, noise_level=noise_level, generator=generator)
+    log_probs = []
+    has_density = []
+    steps = zip(sde_steps.tolist(), schedule.moving().tolist(), strict=True)
+    for step, (stochastic, moving) in enumerate(steps):
+        k = kernel if stochastic else "ode"
+        out = transition(
+            policy, schedule, step, x, cond, kernel=k, noise_level=noise_level, generator=generator
+        )
         x = out.prev_sample
         latents.append(x)
-        log_probs[:, i] = out.log_prob
-        has_density[i] = bool(sde_steps[i]) and bool(schedule.moving()[i]) and bool((out.std > 0).all())
-    return Trajectory(torch.stack(latents, dim=1), log_probs, has_density)
+        log_probs.append(out.log_prob)
+        has_density.append(stochastic and moving and bool((out.std > 0).all()))
+    return Trajectory(
+        torch.stack(latents, dim=1),
+        torch.stack(log_probs, dim=1).cpu(),
+        torch.tensor(has_density, dtype=torch.bool),
+    )
 
 
 @dataclass

@@ -65,9 +65,9 @@ def _probe_voxelize(recipe: Path, meshes: Path) -> tuple[float, str]:
 
 
 def _probe_score(recipe: Path, meshes: Path) -> tuple[float, str]:
+    from r3d.commands.score import score_files
     from r3d.core.registry import build_reward
     from r3d.mesh.io import expand_inputs
-    from r3d.rewards import score_files
 
     rewards = [build_reward(name) for name in SCORE_REWARDS]
     paths = expand_inputs([str(meshes)])

@@ -13,8 +13,8 @@ import trimesh
 from conftest import shared_meshes_dir
 
 from r3d.cli.main import main
+from r3d.commands.score import REGISTRY
 from r3d.mesh.io import save_mesh
-from r3d.rewards import REGISTRY
 
 
 class FakeSemantic:

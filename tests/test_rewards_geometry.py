@@ -10,12 +10,12 @@ import torch
 import trimesh
 from conftest import shared_meshes_dir
 
+from r3d.commands.score import available_rewards, build_reward, select_rewards
 from r3d.core.errors import R3DError
 from r3d.core.rewards import Reward
 from r3d.mesh.io import load_mesh
 from r3d.mesh.measures import SCORE_NAMES, measure
 from r3d.mesh.render import render_views
-from r3d.rewards import available_rewards, build_reward, select_rewards
 from r3d.rewards.geometry import DEFAULT_WEIGHTS, GeometryReward
 from r3d.rewards.normal import NormalReward, normals_from_depth
 

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from r3d.cli.common import console, err_console
-from r3d.rewards import ScoreRecord
+from r3d.commands.score import ScoreRecord
 
 
 def _cell(value: float | None) -> str:
@@ -72,8 +72,8 @@ def score(
 
     Example: r3d score mesh.glb meshes/ -r geometry,semantic --prompt "a cube" --json
     """
+    from r3d.commands.score import build_reward, records_json, score_files, select_rewards, write_records
     from r3d.mesh.io import expand_inputs
-    from r3d.rewards import build_reward, records_json, score_files, select_rewards, write_records
 
     paths = expand_inputs(files)
     names, skipped = select_rewards(rewards, has_prompt=prompt is not None)

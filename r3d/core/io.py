@@ -114,6 +114,15 @@ def read_text(path: str | os.PathLike, what: str) -> str:
     return text
 
 
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, Any]) -> Path:
+    """Write ``tensors`` atomically to a safetensors file (folders made), every metadata value stored
+    as JSON (read back with :func:`read_safetensors` and ``json.loads``)."""
+    from safetensors.torch import save_file
+
+    meta = {k: json.dumps(v) for k, v in metadata.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
 def read_safetensors(
     path: str | os.PathLike, what: str, recreate: str
 ) -> tuple[dict[str, Any], dict[str, str]]:

@@ -27,11 +27,10 @@ from typing import Any
 
 import torch
 import trimesh
-from safetensors.torch import save_file
 from torch import nn
 
 from r3d.core.errors import R3DError
-from r3d.core.io import read_safetensors
+from r3d.core.io import read_safetensors, write_safetensors
 from r3d.core.policy import declare_hooks
 from r3d.mesh.shapes import CLASSES, grid_coords, grid_to_mesh, parse_prompt
 
@@ -236,13 +235,8 @@ def save_tiny_shapes(
     tensors = {f"net.{k}": v.detach().to(dtype).contiguous() for k, v in policy.network.state_dict().items()}
     tensors["latent_mean"] = policy.latent_mean.contiguous()
     tensors["latent_std"] = policy.latent_std.contiguous()
-    metadata = {"config": json.dumps(asdict(policy.cfg)), "classes": json.dumps(list(CLASSES))}
-    metadata.update({k: json.dumps(v) for k, v in (extra_metadata or {}).items()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    metadata = {"config": asdict(policy.cfg), "classes": list(CLASSES), **(extra_metadata or {})}
+    write_safetensors(path, tensors, metadata)
 
 
 def validate_prompt(prompt: str) -> None:

@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 import trimesh
-from safetensors.torch import save_file
 from torch import nn
 
 from r3d.core.errors import R3DError
-from r3d.core.io import read_safetensors
+from r3d.core.io import read_safetensors, write_safetensors
 from r3d.mesh.shapes import CLASSES, parse_prompt
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "semantic_pointnet.safetensors"
@@ -85,13 +84,8 @@ def save_pointnet(
 ) -> None:
     """Write the classifier (fp16) with its config and class names in the safetensors metadata."""
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    metadata = {"config": json.dumps(asdict(model.cfg)), "classes": json.dumps(list(CLASSES))}
-    metadata.update({k: json.dumps(v) for k, v in (extra_metadata or {}).items()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    metadata = {"config": asdict(model.cfg), "classes": list(CLASSES), **(extra_metadata or {})}
+    write_safetensors(path, tensors, metadata)
 
 
 def load_pointnet(

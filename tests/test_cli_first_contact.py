@@ -199,3 +199,34 @@ def test_the_version_comes_from_one_place():
     from importlib.metadata import version
 
     assert version("r3d") == r3d.__version__
+
+
+def test_the_wheel_ships_every_recipe_where_a_wheel_install_looks(tmp_path):
+    """`r3d grpo recipes/tiny_mesh.yaml` must work after `pip install r3d` too (not only in a checkout):
+    the wheel carries every recipes/*.yaml as data files under share/r3d/recipes, the folder
+    r3d.core.recipe looks in when there is no source checkout."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from r3d.core import recipe
+
+    root = Path(recipe.__file__).resolve().parents[2]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(tmp_path),
+    ]
+    subprocess.run([*cmd, str(root)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("r3d-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {p.name for p in (root / "recipes").glob("*.yaml")}
+    in_wheel = {Path(n).name for n in names if "/data/share/r3d/recipes/" in n}
+    assert shipped and in_wheel == shipped
+    assert str(recipe.shipped_recipes_dir()) == str(root / "recipes")  # a checkout uses its own folder

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,8 +90,16 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-# r3d's own recipes (the repository's recipes/ folder, present in a source checkout or editable install).
-SHIPPED_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+def shipped_recipes_dir() -> Path:
+    """r3d's own recipes: the repository's recipes/ folder in a source checkout or editable install,
+    else ``<prefix>/share/r3d/recipes`` where a wheel installs them (pyproject's data-files)."""
+    source = Path(__file__).resolve().parents[2] / "recipes"
+    if source.is_dir():
+        return source
+    return Path(sys.prefix) / "share" / "r3d" / "recipes"
+
+
+SHIPPED_RECIPES = shipped_recipes_dir()
 
 
 def locate_recipe(path: str | os.PathLike) -> Path:

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from r3d.core.cache import ConditionCache
 from r3d.core.errors import R3DError
 from r3d.core.policy import declare_hooks
 from r3d.render.cameras import Cameras, orbit, orbit_views
@@ -239,7 +240,7 @@ class DiffSplatPolicy:
         self.lora_target_modules = [
             t for t in LORA_TARGETS if any(n == t or n.endswith("." + t) for n in names)
         ]
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: ConditionCache[tuple[torch.Tensor, torch.Tensor]] = ConditionCache()
         self._negative = self._embed([negative_prompt])
         self._plucker = plucker_rays(cfg, cfg.image_size)
         betas = torch.linspace(cfg.beta_start, cfg.beta_end, cfg.num_train_timesteps, dtype=torch.float64)
@@ -260,14 +261,10 @@ class DiffSplatPolicy:
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """{"embeds": (B, L, D), "mask": (B, L)} of the prompts (cached per prompt)."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        if missing:
-            emb, mask = self._embed(missing)
-            for i, p in enumerate(missing):
-                self._cache[p] = (emb[i], mask[i])
+        found = self._cache.get(prompts, lambda missing: list(zip(*self._embed(missing), strict=True)))
         return {
-            "embeds": torch.stack([self._cache[p][0] for p in prompts]),
-            "mask": torch.stack([self._cache[p][1] for p in prompts]),
+            "embeds": torch.stack([emb for emb, _ in found]),
+            "mask": torch.stack([mask for _, mask in found]),
         }
 
     def select_cond(self, cond: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -28,6 +28,7 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
+from r3d.core.cache import ConditionCache
 from r3d.core.checkpoint import load_strict
 from r3d.core.device import resolve_device
 from r3d.core.errors import R3DError
@@ -455,7 +456,7 @@ class Hunyuan3DPolicy:
         self.mc_level = float(mc_level)
         self.bound = float(bound)
         self.lora_target_modules = list(lora_target_modules or DEFAULT_LORA_TARGETS)
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache: ConditionCache[torch.Tensor] = ConditionCache()
 
     @property
     def device(self) -> torch.device:
@@ -470,20 +471,20 @@ class Hunyuan3DPolicy:
         return self.model.vae.latent_shape
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Condition tokens (B, L, D) for image paths, encoded once per path and cached."""
-        todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        for path in todo:
+        """Condition tokens (B, L, D) for image paths, encoded once per path and cached (bounded)."""
+        return torch.stack(self._cache.get(prompts, self._encode_images))
+
+    def _encode_images(self, paths: list[str]) -> torch.Tensor:
+        for path in paths:
             if not Path(path).is_file():
                 raise R3DError(f"Hunyuan3D prompts are condition image paths; {path!r} is not a file")
-        if todo:
-            images = torch.cat(
-                [preprocess_image(p, self.model.image_size, self.model.border_ratio) for p in todo]
-            )
-            cond = self.model.conditioner
-            with torch.no_grad():
-                tokens = torch.cat([cond(images[i : i + 8].to(self.device)) for i in range(0, len(todo), 8)])
-            self._cache.update(zip(todo, tokens.to(self.dtype), strict=True))
-        return torch.stack([self._cache[p] for p in prompts])
+        images = torch.cat(
+            [preprocess_image(p, self.model.image_size, self.model.border_ratio) for p in paths]
+        )
+        cond = self.model.conditioner
+        with torch.no_grad():
+            tokens = torch.cat([cond(images[i : i + 8].to(self.device)) for i in range(0, len(paths), 8)])
+        return tokens.to(self.dtype)
 
     def select_cond(self, cond: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return cond[index.to(cond.device)]

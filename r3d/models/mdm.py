@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from r3d.core.cache import ConditionCache
 from r3d.core.errors import R3DError
 from r3d.core.io import atomic_write
 from r3d.core.policy import declare_hooks
@@ -265,7 +266,7 @@ class MDMPolicy:
         self.default_length = int(default_length)
         self.lengths = dict(lengths or {})
         self.lora_target_modules = list(lora_target_modules)
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache: ConditionCache[torch.Tensor] = ConditionCache()
         self._last_cond: MotionCond | None = None
         if not 1 <= self.default_length <= self.max_frames:
             raise R3DError(f"default_length {self.default_length} must be within 1..{self.max_frames} frames")
@@ -277,26 +278,22 @@ class MDMPolicy:
             raise R3DError(f"motion length {length} for '{prompt}' is outside 1..{self.max_frames} frames")
         return length
 
+    def _embed(self, prompts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            emb = torch.as_tensor(self.text_encoder(prompts), dtype=torch.float32)
+        if emb.shape != (len(prompts), self.network.clip_dim):
+            raise R3DError(
+                f"text encoder returned {tuple(emb.shape)}, expected ({len(prompts)}, {self.network.clip_dim})"
+            )
+        return emb
+
     def encode_prompts(self, prompts: list[str], lengths: Sequence[int] | None = None) -> MotionCond:
         """Text embeddings (cached per prompt) and lengths (given, or ``length_for`` each prompt)."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        if missing:
-            with torch.no_grad():
-                emb = torch.as_tensor(self.text_encoder(missing), dtype=torch.float32)
-            if emb.shape != (len(missing), self.network.clip_dim):
-                raise R3DError(
-                    f"text encoder returned {tuple(emb.shape)}, "
-                    f"expected ({len(missing)}, {self.network.clip_dim})"
-                )
-            self._cache.update({p: e for p, e in zip(missing, emb, strict=True)})
+        embeddings = self._cache.get(prompts, self._embed)
         lens = [self.length_for(p) for p in prompts] if lengths is None else [int(n) for n in lengths]
         if any(not 1 <= n <= self.max_frames for n in lens):
             raise R3DError(f"motion lengths must be within 1..{self.max_frames} frames, got {lens}")
-        text = (
-            torch.stack([self._cache[p] for p in prompts])
-            if prompts
-            else torch.zeros(0, self.network.clip_dim)
-        )
+        text = torch.stack(embeddings) if prompts else torch.zeros(0, self.network.clip_dim)
         cond = MotionCond(text, torch.tensor(lens, dtype=torch.int64), list(prompts))
         self._last_cond = cond
         return cond

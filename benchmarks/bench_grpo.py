@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_grpo.py [RECIPE] [--iterations N] [--set key=valu
 
 It runs one warm-up and N timed iterations of the recipe (default recipes/tiny_mesh.yaml) in a
 temporary folder and reports the median seconds per iteration spent sampling, decoding, scoring and
-training. It then times the bare network work those phases perform — the same number of forward
+training. After each iteration it times the bare network work those phases perform — the same number of forward
 passes (sampling) and forward + backward passes (training, plus the reference model's forward when
 the recipe has a KL term, and the optimizer's steps) with the same batch shapes, called directly on
 the LoRA-wrapped network — and reports r3d's loop time as a ratio of that bare time (1.0 = no
@@ -15,7 +15,8 @@ Writes grpo.json and grpo.md into --out (default benchmarks/results).
 Definition change (issue #18): the bare training passes now include the AdamW step of each update
 (work the loop must do), and the reference forward runs under r3d.core.lora.adapter_disabled, as the
 trainer now does; before, it ran under peft's ``disable_adapter()``, whose per-call model scan
-(≈ 2 ms per call for tiny-shapes) counted as bare network time.
+(≈ 2 ms per call for tiny-shapes) counted as bare network time. The bare passes are now timed after
+each timed iteration (before: all after the last one), so that both see the same machine load.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import argparse
 import statistics
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +42,28 @@ from r3d.core.recipe import load_recipe  # noqa: E402
 PHASES = ("sample_s", "decode_s", "reward_s", "train_s")
 
 
-def bare_passes(trainer: Any, n_samples: int, n_train_steps: int, repeat: int = 1) -> tuple[float, float]:
-    """Median seconds of the sampling forwards and of the training passes, without r3d's loop.
+def bare_passes(
+    trainer: Any, n_samples: int, n_train_steps: int
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The bare network work of one iteration's sampling and of its training, as two functions.
 
     Sampling: ``num_steps`` forwards per chunk of ``train.batch_size`` samples, without grad.
     Training: per chunk, inner epoch and trained step one forward + backward, plus one forward with
     the adapter disabled when ``train.kl_beta`` > 0 (the KL reference), as the trainer does; and one
-    optimizer step per chunk and inner epoch (the trainer's updates without ``train.samples_per_update``).
-    The optimizer steps change the trainer's adapter: call this after timing the trainer.
+    AdamW step per chunk and inner epoch (the trainer's updates without ``train.samples_per_update``),
+    by an optimizer of its own. Training puts the adapter's weights back afterwards: timing it between
+    iterations leaves the run unchanged.
     """
-    cfg, policy = trainer.cfg, trainer.policy
-    b = min(cfg.train.batch_size, n_samples)
+    cfg, policy, t = trainer.cfg, trainer.policy, trainer.cfg.train
+    b = min(t.batch_size, n_samples)
     cond = policy.encode_prompts(cfg.prompts.train[:1] * b)
     x = policy.initial_noise(b, torch.Generator().manual_seed(0))
     sigma = torch.full((b,), 0.5)
     chunks = max(1, n_samples // b)
+    params = trainer.params
+    optimizer = torch.optim.AdamW(
+        params, lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay, foreach=True
+    )
 
     def sampling() -> None:
         with torch.no_grad():
@@ -63,38 +71,46 @@ def bare_passes(trainer: Any, n_samples: int, n_train_steps: int, repeat: int = 
                 policy.velocity(x, sigma, cond)
 
     def training() -> None:
-        for _ in range(chunks * cfg.train.inner_epochs):
-            trainer.optimizer.zero_grad(set_to_none=True)
+        weights = [p.detach().clone() for p in params]
+        for _ in range(chunks * t.inner_epochs):
+            optimizer.zero_grad(set_to_none=True)
             for _ in range(n_train_steps):
                 policy.velocity(x, sigma, cond).square().mean().backward()
-                if cfg.train.kl_beta > 0:
+                if t.kl_beta > 0:
                     with torch.no_grad(), adapter_disabled(trainer.peft):
                         policy.velocity(x, sigma, cond)
-            trainer.optimizer.step()
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p, w in zip(params, weights, strict=True):
+                p.copy_(w)
 
-    _, t_sample = timed(sampling, repeat)
-    _, t_train = timed(training, repeat)
-    trainer.optimizer.zero_grad(set_to_none=True)
-    return t_sample, t_train
+    return sampling, training
 
 
 def measure(
     recipe: str | Path = RECIPE, iterations: int = 3, overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """Run 1 warm-up + ``iterations`` GRPO iterations; median phase seconds and loop/bare ratios."""
+    """Run 1 warm-up + ``iterations`` GRPO iterations, each followed by the bare passes of its work;
+    median phase seconds and loop/bare ratios (of the medians)."""
     overrides = [*overrides, f"train.iterations={iterations + 1}", "eval.every=0"]
     cfg: GRPORecipe = load_recipe(recipe, GRPORecipe, overrides)
+    n_samples = cfg.train.prompts_per_iteration * cfg.train.group_size
     with tempfile.TemporaryDirectory() as tmp:
         trainer = make_trainer(cfg, Path(tmp) / "run", log=lambda _: None)
-        trainer.run_iteration()  # warm-up: first-call allocations, lazy imports
-        rows = []
-        for _ in range(iterations):
-            m = trainer.run_iteration()
-            rows.append({k.removeprefix("time/"): v for k, v in m.items() if k.startswith("time/")})
-        n_samples = cfg.train.prompts_per_iteration * cfg.train.group_size
         moving = int(trainer.schedule.moving().sum())
         n_train_steps = max(1, round(cfg.train.timestep_fraction * moving))
-        bare_sample, bare_train = bare_passes(trainer, n_samples, n_train_steps, repeat=iterations)
+        sampling, training = bare_passes(trainer, n_samples, n_train_steps)
+        trainer.run_iteration()  # warm-up: first-call allocations, lazy imports
+        sampling()
+        training()
+        rows, bare_samples, bare_trains = [], [], []
+        for _ in range(iterations):  # interleaved: loop and bare times see the same machine load
+            m = trainer.run_iteration()
+            rows.append({k.removeprefix("time/"): v for k, v in m.items() if k.startswith("time/")})
+            bare_samples.append(timed(sampling, 1)[1])
+            bare_trains.append(timed(training, 1)[1])
+    bare_sample, bare_train = statistics.median(bare_samples), statistics.median(bare_trains)
     med = {k: statistics.median(r[k] for r in rows) for k in PHASES}
     return {
         "recipe": str(recipe),
@@ -135,7 +151,7 @@ def markdown(result: dict[str, Any], info: dict[str, Any] | None = None) -> list
                 ratio(med["sample_s"], result["bare_sample_s"]),
             ],
             [
-                f"training (forward + backward{ref})",
+                f"training (forward + backward{ref} + optimizer steps)",
                 f"{med['train_s']:.3f}",
                 f"{result['bare_train_s']:.3f}",
                 ratio(med["train_s"], result["bare_train_s"]),
